@@ -1,0 +1,64 @@
+"""The `tympan` command line: `tympan embed ...`, `tympan validate ...`.
+
+Each subcommand's work lives in its own kit module; this file only declares arguments
+and dispatches, so that `tympan --help` works without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tympan", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser(
+        "validate",
+        help="check that any HEAR module follows the HEAR API, strictly",
+        description="Strict validator for any HEAR module (tympan, hearbaseline, others). "
+        "Exit code 0 only when every required check passes; warnings are listed separately.",
+    )
+    v.add_argument("module", help="importable module name, e.g. tympan or hearbaseline.naive")
+    v.add_argument("--model", default="", help="weights file passed to load_model (default: none)")
+    v.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    v.add_argument(
+        "--long-minutes",
+        type=float,
+        default=20.0,
+        help="length of the long-clip check in minutes, batch 1 (default: 20; 0 skips it)",
+    )
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    e = sub.add_parser(
+        "embed",
+        help="embed audio files or folders into per-file .npz files",
+        description="Embed audio files (wav, flac, ogg, mp3) with a HEAR module. Writes one .npz "
+        "per input file; files already done are skipped; unreadable files are reported and "
+        "skipped, and the exit code is non-zero when any failed.",
+    )
+    e.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--module", default="tympan", help="HEAR module to embed with (default: tympan)")
+    e.add_argument("--model", default="", help="weights file passed to load_model")
+    e.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    e.add_argument("--batch-size", type=int, default=16, help="files of equal length per call")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "validate":
+        from tympan.kit import validate
+
+        return validate.main(args)
+    if args.command == "embed":
+        from tympan.kit import embed
+
+        return embed.main(args)
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The network: front end -> encoder -> pooling, and its versioned weights file.
+
+    audio (n_samples,) 16 kHz
+      -> FrontEnd (audio.py)      features   (n_frames, N_FEATURES)    fixed DSP, no weights
+      -> Encoder                  embeddings (n_frames, N_FEATURES)    the learnable part
+      -> pooling                  scene      (2 * N_FEATURES,)         mean and std over time
+
+v0's encoder is a fixed per-dimension standardisation (constants measured once on
+generated calibration audio by `python -m tympan.train.v0`); trained weights will replace
+the encoder and keep the front end and the pooling.
+
+Scene pooling is the mean and the standard deviation of the frame embeddings over time:
+the mean says what the clip sounds like on average, the std how much it changes (speech
+and music move, a drone or noise does not), which the mean alone cannot tell apart.
+
+Weights file: torch.save of a dict holding "format", "model", "version", "sha256" (of the
+state_dict's canonical bytes, checked at load), "licence" and "state_dict". It loads with
+torch.load(weights_only=True): no pickled code is ever executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from tympan.audio import (
+    FEATURE_BLOCKS,
+    N_FEATURES,
+    SAMPLE_RATE,
+    FrontEnd,
+    check_audio,
+    n_frames,
+    timestamps_ms,
+)
+
+MODEL_NAME = "tympan"
+WEIGHTS_FORMAT = "tympan-weights/1"
+SUPPORTED_VERSIONS = ("v0",)
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "tympan-v0.pt"
+WEIGHTS_LICENCE = "CC BY 4.0"
+
+
+class WeightsError(ValueError):
+    """A weights file that is missing, unreadable, of another model or version, or corrupt."""
+
+
+class Encoder(torch.nn.Module):
+    """Features (n_frames, N_FEATURES) -> embeddings (n_frames, N_FEATURES): (x - mean) / std."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(N_FEATURES))
+        self.register_buffer("std", torch.ones(N_FEATURES))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.std
+
+
+class Tympan(torch.nn.Module):
+    """The tympan model. HEAR attributes: sample_rate, timestamp_embedding_size,
+    scene_embedding_size. Use the module-level HEAR functions in `tympan` to call it."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frontend = FrontEnd()
+        self.encoder = Encoder()
+        self.timestamp_embedding_size = N_FEATURES
+        self.scene_embedding_size = 2 * N_FEATURES
+        self.version = "untrained"
+        self.weights_sha256 = ""
+
+    def _device(self) -> torch.device:
+        return self.encoder.mean.device
+
+    def _checked(self, audio) -> torch.Tensor:
+        audio = check_audio(audio)
+        if audio.device != self._device():
+            raise ValueError(
+                f"audio is on {audio.device} but the model is on {self._device()}; "
+                f"move one of them, e.g. model.to(audio.device)"
+            )
+        return audio
+
+    def _chunks(self, sound: torch.Tensor):
+        """sound (n_samples,) -> yields embeddings (n, N_FEATURES) of consecutive frames."""
+        for _, features in self.frontend.chunks(sound):
+            yield self.encoder(features)
+
+    @torch.no_grad()
+    def timestamp_embeddings(self, audio) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio (n_sounds, n_samples) -> embeddings (n_sounds, n_frames, N_FEATURES) float32,
+        timestamps (n_sounds, n_frames) float32 milliseconds, on the audio's device."""
+        audio = self._checked(audio)
+        n_sounds, n_samples = audio.shape
+        n = n_frames(n_samples)
+        out = torch.empty(n_sounds, n, N_FEATURES, dtype=torch.float32, device=audio.device)
+        # One sound at a time: no computation ever mixes sounds of a batch.
+        for i in range(n_sounds):
+            k = 0
+            for emb in self._chunks(audio[i]):
+                out[i, k : k + emb.shape[0]] = emb
+                k += emb.shape[0]
+        return out, timestamps_ms(n, audio.device).expand(n_sounds, n).contiguous()
+
+    @torch.no_grad()
+    def scene_embeddings(self, audio) -> torch.Tensor:
+        """audio (n_sounds, n_samples) -> (n_sounds, 2 * N_FEATURES) float32: [mean, std] over frames.
+
+        Accumulates in float64 chunk by chunk, so a 20-minute clip never holds all frames.
+        """
+        audio = self._checked(audio)
+        out = torch.empty(audio.shape[0], self.scene_embedding_size, dtype=torch.float32, device=audio.device)
+        for i in range(audio.shape[0]):
+            total = torch.zeros(N_FEATURES, dtype=torch.float64, device=audio.device)
+            total_sq = torch.zeros_like(total)
+            count = 0
+            for emb in self._chunks(audio[i]):
+                e = emb.double()
+                total += e.sum(dim=0)
+                total_sq += e.square().sum(dim=0)
+                count += e.shape[0]
+            mean = total / count
+            std = (total_sq / count - mean.square()).clamp_min(0.0).sqrt()
+            out[i] = torch.cat([mean, std]).float()
+        return out
+
+
+def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state_dict's canonical bytes: names, dtypes, shapes and values, sorted by name."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_weights(model: Tympan, path: str | Path, version: str) -> str:
+    """Write `model`'s weights with their metadata to `path` atomically; returns the SHA-256."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    sha = state_dict_sha256(state)
+    payload = {
+        "format": WEIGHTS_FORMAT,
+        "model": MODEL_NAME,
+        "version": version,
+        "sha256": sha,
+        "licence": WEIGHTS_LICENCE,
+        "feature_blocks": [list(b) for b in FEATURE_BLOCKS],
+        "state_dict": state,
+    }
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return sha
+
+
+def load_weights(path: str | Path) -> Tympan:
+    """Build a Tympan model from a weights file, checking model name, version and SHA-256.
+
+    Raises WeightsError naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {str(path)!r}; pass an existing file, or '' for the shipped weights")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated/garbled files
+        raise WeightsError(
+            f"cannot read weights file {str(path)!r} ({type(exc).__name__}: {exc}); "
+            "it is truncated or not a torch file: re-copy it or use the shipped weights"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("model") != MODEL_NAME or payload.get("format") != WEIGHTS_FORMAT:
+        got = payload.get("model") if isinstance(payload, dict) else type(payload).__name__
+        raise WeightsError(
+            f"{str(path)!r} is not a tympan weights file (model: {got!r}, expected {MODEL_NAME!r} "
+            f"in format {WEIGHTS_FORMAT!r})"
+        )
+    version = payload.get("version")
+    if version not in SUPPORTED_VERSIONS:
+        raise WeightsError(
+            f"{str(path)!r} holds tympan weights version {version!r}; this tympan reads {SUPPORTED_VERSIONS}: "
+            "upgrade tympan or use matching weights"
+        )
+    state = payload["state_dict"]
+    sha = state_dict_sha256(state)
+    if sha != payload.get("sha256"):
+        raise WeightsError(
+            f"checksum mismatch in {str(path)!r}: its tensors hash to {sha[:16]}..., its metadata says "
+            f"{str(payload.get('sha256'))[:16]}...; the file is corrupt or was edited"
+        )
+    model = Tympan()
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{str(path)!r} does not fit this tympan's network: {exc}") from exc
+    model.version = version
+    model.weights_sha256 = sha
+    return model.eval()

@@ -1,0 +1,1 @@
+"""Training and calibration of tympan's own weights."""

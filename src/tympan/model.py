@@ -77,13 +77,13 @@ class Tympan(torch.nn.Module):
         return self.encoder.mean.device
 
     def _checked(self, audio) -> torch.Tensor:
-        audio = check_audio(audio)
-        if audio.device != self._device():
+        """Checked float32 audio on the model's device; a numpy array is moved there."""
+        if isinstance(audio, torch.Tensor) and audio.device != self._device():
             raise ValueError(
                 f"audio is on {audio.device} but the model is on {self._device()}; "
                 f"move one of them, e.g. model.to(audio.device)"
             )
-        return audio
+        return check_audio(audio).to(self._device())
 
     def _chunks(self, sound: torch.Tensor):
         """sound (n_samples,) -> yields embeddings (n, N_FEATURES) of consecutive frames."""

@@ -1,0 +1,98 @@
+"""Embed 20 minutes of audio with tympan and, in the same run, with the naive HEAR baseline.
+
+    make bench            # builds .venv-peers (hearbaseline) first
+    python benchmarks/long_audio.py --peers-python .venv-peers/bin/python [--minutes 20]
+
+Each module runs in a fresh process, so that its peak RSS (ru_maxrss, Python and torch
+included) is its own. Prints wall time, real-time factor (audio seconds per wall second)
+and peak RSS for timestamp and scene embeddings, then tympan's figures as ratios to the
+baseline's. Audio: seeded noise plus a tone sweep at the module's own sample rate
+(hearbaseline.naive takes 44.1 kHz, tympan 16 kHz), batch of one clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+
+CHILD = r"""
+import importlib, json, resource, sys, time
+import torch
+name, minutes, threads = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(threads)
+t0 = time.perf_counter()
+module = importlib.import_module(name)
+model = module.load_model()
+load_s = time.perf_counter() - t0
+sr = model.sample_rate
+n = int(minutes * 60 * sr)
+g = torch.Generator().manual_seed(0)
+t = torch.arange(n, dtype=torch.float64) / sr
+audio = (0.1 * (torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1)
+         + 0.3 * torch.sin(2 * torch.pi * (200 + 20 * (t % 30)) * t)).float().unsqueeze(0)
+del t
+with torch.no_grad():
+    t0 = time.perf_counter()
+    emb, ts = module.get_timestamp_embeddings(audio, model)
+    ts_s = time.perf_counter() - t0
+    shape = list(emb.shape)
+    del emb, ts
+    t0 = time.perf_counter()
+    scene = module.get_scene_embeddings(audio, model)
+    scene_s = time.perf_counter() - t0
+print(json.dumps({
+    "module": name, "sample_rate": sr, "audio_s": n / sr, "load_s": load_s,
+    "timestamp_s": ts_s, "scene_s": scene_s, "timestamp_shape": shape,
+    "scene_shape": list(scene.shape), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "torch": torch.__version__, "threads": torch.get_num_threads(),
+}))
+"""
+
+
+def run(python: str, module: str, minutes: float, threads: int) -> dict:
+    out = subprocess.run(
+        [python, "-c", CHILD, module, str(minutes), str(threads)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--peers-python", required=True, help="python of an environment with hearbaseline")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    rows = [
+        run(sys.executable, "tympan", args.minutes, args.threads),
+        run(args.peers_python, "hearbaseline.naive", args.minutes, args.threads),
+    ]
+    print(f"{args.minutes:g} minutes of audio, batch 1, CPU: {platform.processor() or platform.machine()}, "
+          f"{args.threads} threads, torch {rows[0]['torch']}")
+    print("| module | rate | embedding | timestamp: wall s | x real time | scene: wall s | x real time | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['module']} | {r['sample_rate']} | {r['timestamp_shape'][1]} x {r['timestamp_shape'][2]} "
+            f"| {r['timestamp_s']:.2f} | {r['audio_s'] / r['timestamp_s']:.0f} "
+            f"| {r['scene_s']:.2f} | {r['audio_s'] / r['scene_s']:.0f} | {r['peak_rss_mb']:.0f} |"
+        )
+    ours, base = rows
+    print(
+        f"tympan / baseline: timestamp speed x{base['timestamp_s'] / ours['timestamp_s']:.2f}, "
+        f"scene speed x{base['scene_s'] / ours['scene_s']:.2f}, "
+        f"peak RSS x{ours['peak_rss_mb'] / base['peak_rss_mb']:.2f}"
+    )
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

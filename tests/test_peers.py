@@ -1,0 +1,24 @@
+"""Cross-checks with the organisers' tools, run from their own environment (.venv-peers,
+built by `make peers`: hear-validator imports TensorFlow, hearbaseline needs librosa < 0.10)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PEERS_PYTHON = os.environ.get("TYMPAN_PEERS_PYTHON", "")
+needs_peers = pytest.mark.skipif(
+    not (PEERS_PYTHON and Path(PEERS_PYTHON).exists()),
+    reason="TYMPAN_PEERS_PYTHON is not set to the python of `make peers` (make test sets it)",
+)
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+
+@needs_peers
+def test_official_hear_validator_says_looks_good():
+    validator = Path(PEERS_PYTHON).parent / "hear-validator"
+    out = subprocess.run([str(validator), "tympan", "--device", "cpu"], capture_output=True, text=True, env=ENV, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Looks good!" in out.stdout, out.stdout + out.stderr
+    assert "Interval between timestamps is 20.0ms" in out.stdout

@@ -1,0 +1,236 @@
+"""`tympan embed`: one .npz per file, resumable, atomic, batching that never changes results.
+
+Most tests use tests/embedmods/fakehear.py, a small deterministic HEAR module, so they
+test the embedder itself; the last one runs the real tympan model.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import tympan
+from tympan import cli
+from tympan.io import read_audio
+from tympan.kit import embed
+
+EMBEDMODS = Path(__file__).parent / "embedmods"
+
+# (relative path, seconds, file rate, channels): four clips of exactly 16000 samples at
+# 16 kHz once resampled (to batch together), two other lengths, one stereo.
+GOOD_FILES = [
+    ("a.wav", 1.0, 16000, 1),
+    ("b.flac", 1.0, 16000, 1),
+    ("e.wav", 0.75, 16000, 1),
+    ("sub/c.wav", 1.0, 44100, 1),
+    ("sub/d.flac", 0.5, 22050, 1),
+    ("sub/deeper/f.wav", 1.0, 16000, 2),
+]
+
+
+@pytest.fixture
+def fakehear(monkeypatch):
+    monkeypatch.syspath_prepend(str(EMBEDMODS))
+    import fakehear
+
+    return fakehear
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """A folder of the GOOD_FILES, one corrupt .wav and a file that is not audio."""
+    root = tmp_path / "in"
+    rng = np.random.default_rng(0)
+    for rel, seconds, rate, channels in GOOD_FILES:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(root / rel, rng.uniform(-0.5, 0.5, (round(seconds * rate), channels)).astype(np.float32), rate)
+    (root / "sub" / "bad.wav").write_bytes(b"RIFF\x00\x01 this is not a wave file")
+    (root / "notes.txt").write_text("ignored")
+    return root
+
+
+def run_embed(*argv: str) -> int:
+    return cli.main(["embed", *map(str, argv)])
+
+
+def expected(module, model, path: Path) -> dict[str, np.ndarray]:
+    """The module called directly on one file, alone: what its .npz must hold."""
+    audio = torch.from_numpy(read_audio(path, model.sample_rate))[None]
+    emb, ts = module.get_timestamp_embeddings(audio, model)
+    scene = module.get_scene_embeddings(audio, model)
+    return {"embeddings": emb[0].numpy(), "timestamps": ts[0].numpy(), "scene": scene[0].numpy()}
+
+
+def assert_npz_matches(path: Path, want: dict[str, np.ndarray], model) -> None:
+    with np.load(path) as got:
+        assert sorted(got.files) == ["embeddings", "scene", "timestamps"]
+        assert all(got[key].dtype == np.float32 for key in got.files)
+        n_timestamps = got["timestamps"].shape[0]
+        assert got["embeddings"].shape == (n_timestamps, model.timestamp_embedding_size)
+        assert got["scene"].shape == (model.scene_embedding_size,)
+        for key, value in want.items():
+            np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-6, err_msg=f"{path} {key}")
+
+
+def npz_files(out: Path) -> list[str]:
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz"))
+
+
+def test_embeds_a_tree_like_the_module_alone_and_reports_the_corrupt_file(tree, tmp_path, fakehear, capsys):
+    out = tmp_path / "out"
+    assert run_embed(tree, "--out", out, "--module", "fakehear", "--batch-size", "3") == 1
+
+    assert npz_files(out) == sorted(f"{rel}.npz" for rel, *_ in GOOD_FILES)
+    model = fakehear.load_model()
+    for rel, *_ in GOOD_FILES:
+        assert_npz_matches(out / f"{rel}.npz", expected(fakehear, model, tree / rel), model)
+    err = capsys.readouterr().err
+    assert re.search(r"failed: .*bad\.wav: ", err)
+    summary = err[err.index("tympan embed: 6 embedded") :]
+    assert "6 embedded, 0 skipped (already done), 1 failed" in summary
+    assert "bad.wav" in summary
+
+
+def test_second_run_skips_done_files_and_a_third_embeds_only_a_new_one(tree, tmp_path, fakehear, capsys):
+    out = tmp_path / "out"
+    run_embed(tree, "--out", out, "--module", "fakehear")
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")}
+    capsys.readouterr()
+
+    assert run_embed(tree, "--out", out, "--module", "fakehear") == 1  # only bad.wav fails
+    assert "0 embedded, 6 skipped (already done), 1 failed" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")} == mtimes
+
+    sf.write(tree / "sub" / "new.wav", np.full(8000, 0.1, np.float32), 16000)
+    assert run_embed(tree, "--out", out, "--module", "fakehear") == 1
+    assert "1 embedded, 6 skipped (already done), 1 failed" in capsys.readouterr().err
+    assert (out / "sub" / "new.wav.npz").exists()
+
+
+def test_only_equal_lengths_are_batched_up_to_batch_size(tree, tmp_path, fakehear, monkeypatch):
+    calls: list[tuple[int, int]] = []
+    real = fakehear.get_scene_embeddings  # called once per batch by the embedder
+
+    def recording(audio, model):
+        calls.append(tuple(audio.shape))
+        return real(audio, model)
+
+    monkeypatch.setattr(fakehear, "get_scene_embeddings", recording)
+    run_embed(tree, "--out", tmp_path / "out", "--module", "fakehear", "--batch-size", "3")
+
+    # the four 1 s clips (16000 samples) in batches of at most 3, the others alone
+    one_second = sorted(n for n, length in calls if length == 16000)
+    assert one_second == [1, 3]
+    assert sorted(length for n, length in calls if length != 16000) == [8000, 12000]
+
+
+def test_long_files_are_embedded_alone(tree, tmp_path, fakehear, monkeypatch):
+    calls: list[int] = []
+    real = fakehear.get_scene_embeddings  # called once per batch by the embedder
+    monkeypatch.setattr(fakehear, "get_scene_embeddings", lambda a, m: calls.append(a.shape[0]) or real(a, m))
+    monkeypatch.setattr(embed, "MAX_BATCHED_SECONDS", 0.9)  # the 1 s clips count as long
+
+    run_embed(tree, "--out", tmp_path / "out", "--module", "fakehear", "--batch-size", "8")
+
+    assert calls == [1] * len(GOOD_FILES)
+
+
+def test_a_failing_batch_is_retried_file_by_file(tree, tmp_path, fakehear, monkeypatch, capsys):
+    monkeypatch.setattr(fakehear, "MAX_BATCH", 1)  # "out of memory" on any batch of 2 or more
+    out = tmp_path / "out"
+
+    assert run_embed(tree, "--out", out, "--module", "fakehear", "--batch-size", "4") == 1
+
+    assert len(npz_files(out)) == len(GOOD_FILES)
+    assert "6 embedded, 0 skipped (already done), 1 failed" in capsys.readouterr().err
+
+
+def test_a_file_the_module_cannot_embed_is_reported_and_skipped(tmp_path, fakehear, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "tiny.wav", np.zeros(100, np.float32), 16000)  # shorter than one frame
+    sf.write(folder / "ok.wav", np.zeros(1600, np.float32), 16000)
+
+    assert run_embed(folder, "--out", tmp_path / "out", "--module", "fakehear") == 1
+
+    assert npz_files(tmp_path / "out") == ["ok.wav.npz"]
+    err = capsys.readouterr().err
+    assert re.search(r"tiny\.wav: embedding failed: ValueError: audio shorter than one frame", err)
+
+
+def test_a_run_killed_mid_write_leaves_no_partial_file(tree, tmp_path, fakehear, monkeypatch):
+    out = tmp_path / "out"
+
+    def savez_then_killed(file, **arrays):
+        file.write(b"PK\x03\x04 the first bytes of an archive")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(np, "savez", savez_then_killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_embed(tree, "--out", out, "--module", "fakehear")
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+
+    assert run_embed(tree, "--out", out, "--module", "fakehear") == 1  # resumes from nothing
+    assert len(npz_files(out)) == len(GOOD_FILES)
+
+
+def test_model_file_is_passed_to_load_model(tmp_path, fakehear):
+    (tmp_path / "in").mkdir()
+    wav = tmp_path / "in" / "x.wav"
+    sf.write(wav, np.random.default_rng(1).uniform(-0.5, 0.5, 4000).astype(np.float32), 16000)
+    weights = tmp_path / "seed.txt"
+    weights.write_text("7")
+
+    assert run_embed(wav, "--out", tmp_path / "out", "--module", "fakehear", "--model", weights) == 0
+
+    model = fakehear.load_model(str(weights))
+    want = expected(fakehear, model, wav)
+    assert_npz_matches(tmp_path / "out" / "x.wav.npz", want, model)
+    assert not np.allclose(want["scene"], expected(fakehear, fakehear.load_model(), wav)["scene"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--module", "no_such_module_xyz"], "no module named 'no_such_module_xyz'"),
+        (["--module", "json"], "'json' is not a HEAR module: it has no load_model"),
+        (["--device", "nodevice"], "--device 'nodevice' cannot be used"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_error(tree, tmp_path, fakehear, capsys, argv, message):
+    argv = ["--module", "fakehear", *argv]  # a later --module wins
+    assert run_embed(tree, "--out", tmp_path / "out", *argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_path_and_colliding_outputs_exit_2(tree, tmp_path, fakehear, capsys):
+    assert run_embed(tree, tmp_path / "nowhere", "--out", tmp_path / "out", "--module", "fakehear") == 2
+    assert "no such file or folder: " in capsys.readouterr().err
+
+    other = tmp_path / "other"
+    other.mkdir()
+    sf.write(other / "a.wav", np.zeros(1000, np.float32), 16000)  # tree has a.wav too
+    assert run_embed(tree, other, "--out", tmp_path / "out", "--module", "fakehear") == 2
+    assert re.search(r"in/a\.wav and .*other/a\.wav would both be written to", capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_module_is_tympan(tmp_path, model):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    sf.write(folder / "one.wav", rng.uniform(-0.5, 0.5, 8000).astype(np.float32), 16000)
+    sf.write(folder / "two.flac", rng.uniform(-0.5, 0.5, 13230).astype(np.float32), 44100)
+
+    assert run_embed(folder, "--out", tmp_path / "out") == 0
+
+    for name in ["one.wav", "two.flac"]:
+        assert_npz_matches(tmp_path / "out" / f"{name}.npz", expected(tympan, model, folder / name), model)

@@ -1,6 +1,7 @@
 """Cross-checks with the organisers' tools, run from their own environment (.venv-peers,
 built by `make peers`: hear-validator imports TensorFlow, hearbaseline needs librosa < 0.10)."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -22,3 +23,17 @@ def test_official_hear_validator_says_looks_good():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Looks good!" in out.stdout, out.stdout + out.stderr
     assert "Interval between timestamps is 20.0ms" in out.stdout
+
+
+@needs_peers
+def test_strict_validator_runs_on_the_naive_hear_baseline():
+    # Another team's module: passes, with the warnings its design earns (50 ms hop, train mode).
+    out = subprocess.run(
+        [PEERS_PYTHON, "-m", "tympan.cli", "validate", "hearbaseline.naive", "--long-minutes", "0.5", "--json"],
+        capture_output=True, text=True, env=ENV, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["hop_size"]["status"] == "pass" and "50" in checks["hop_size"]["message"]
+    assert checks["hop_coarse"]["status"] == "warn"

@@ -44,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default="", help="weights file passed to load_model")
     e.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     e.add_argument("--batch-size", type=int, default=16, help="files of equal length per call")
+
+    t = sub.add_parser("tasks", help="the offline HEAR-format task suite")
+    tsub = t.add_subparsers(dest="tasks_command", required=True)
+    tb = tsub.add_parser(
+        "build",
+        help="generate the suite's task folders",
+        description="Generate HEAR-format tasks at 16 kHz from sources that install from package "
+        "registries, deterministically, with a checksum manifest.",
+    )
+    tb.add_argument("--suite", choices=["tiny", "full"], default="tiny")
+    tb.add_argument("--out", required=True, help="folder for the task folders")
+    tb.add_argument("--task", action="append", help="build only this task (repeatable)")
     return parser
 
 
@@ -57,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         from tympan.kit import embed
 
         return embed.main(args)
+    if args.command == "tasks":
+        from tympan.suite import build
+
+        return build.main(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 

@@ -1,0 +1,1 @@
+"""Tools around HEAR modules: `validate` (strict API checks), `embed` (files to embeddings)."""

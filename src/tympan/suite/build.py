@@ -1,0 +1,97 @@
+"""`tympan tasks build`: write the offline suite's task folders and their checksum manifest.
+
+    tympan tasks build --suite tiny|full --out DIR [--task NAME ...]
+
+Writes one HEAR task folder per task under DIR (builders in tympan.suite.TASKS), then
+DIR/manifest-<suite>.json: every file's SHA-256 and size, sorted by path, so that two builds
+from the same inputs can be compared byte for byte, and DIR/build-<suite>.json with what
+varies between runs (build seconds) and the sizes (clips, hours per task).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from tympan.suite import TASKS
+from tympan.suite.sources import SuiteSourceError
+
+SUITES = ("tiny", "full")
+
+
+def builder(name: str):
+    """The build function registered for task `name`."""
+    module, func = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest(task_dirs: list[Path], root: Path) -> dict[str, dict]:
+    """{relative path: {"sha256", "bytes"}} for every file of the given task folders, sorted."""
+    files = sorted(p for d in task_dirs for p in d.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files}
+
+
+def task_size(task_dir: Path) -> dict:
+    """Clips and hours of audio at 16 kHz in a task folder (from the wav headers)."""
+    import soundfile as sf
+
+    wavs = sorted((task_dir / "16000").rglob("*.wav"))
+    seconds = sum(sf.info(str(w)).duration for w in wavs)
+    return {"clips": len(wavs), "hours": round(seconds / 3600, 4)}
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def build(out: Path, suite: str, names: list[str] | None = None) -> dict:
+    """Build the suite's tasks into `out`; returns the build report (also written to disk)."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; choose one of {SUITES}")
+    names = names or list(TASKS)
+    unknown = [n for n in names if n not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, dict] = {}
+    task_dirs = []
+    for name in names:
+        start = time.perf_counter()
+        print(f"building {name} ({suite}) ...", file=sys.stderr, flush=True)
+        task_dir = Path(builder(name)(out, suite))
+        seconds = time.perf_counter() - start
+        report[name] = {"folder": task_dir.name, "build_seconds": round(seconds, 1), **task_size(task_dir)}
+        print(f"  {task_dir.name}: {report[name]['clips']} clips, {report[name]['hours']:.3f} h, {seconds:.1f} s",
+              file=sys.stderr, flush=True)
+        task_dirs.append(task_dir)
+    _write_json(out / f"manifest-{suite}.json", manifest(task_dirs, out))
+    _write_json(out / f"build-{suite}.json", report)
+    return report
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        report = build(Path(args.out), args.suite, args.task)
+    except (SuiteSourceError, ValueError) as e:
+        print(f"tympan tasks build: error: {e}", file=sys.stderr)
+        return 2
+    total_h = sum(r["hours"] for r in report.values())
+    total_s = sum(r["build_seconds"] for r in report.values())
+    print(f"built {len(report)} task(s) in {args.out}: {total_h:.2f} h of audio in {total_s:.0f} s")
+    return 0

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from tympan.kit import downstream
+from tympan.kit.tasks import split_rotation
 from tympan.kit.downstream import (
     MLP,
     DownstreamConfig,
-    data_splits,
     evaluate_splits,
     grid_points,
     shuffled_batches,
@@ -219,17 +219,8 @@ def test_shuffled_batches_drop_a_single_leftover_example():
     assert [len(b) for b in shuffled_batches(2050, 1024, gen)] == [1024, 1024, 2]
 
 
-def test_kfold_rotation():
-    splits = data_splits(["fold02", "fold00", "fold03", "fold01"])
-    assert splits == [
-        {"train": ("fold02", "fold03"), "valid": ("fold01",), "test": ("fold00",)},
-        {"train": ("fold00", "fold03"), "valid": ("fold02",), "test": ("fold01",)},
-        {"train": ("fold00", "fold01"), "valid": ("fold03",), "test": ("fold02",)},
-        {"train": ("fold01", "fold02"), "valid": ("fold00",), "test": ("fold03",)},
-    ]
-    assert data_splits(["valid", "test", "train"]) == [{"train": ("train",), "valid": ("valid",), "test": ("test",)}]
-    with pytest.raises(ValueError, match="folds"):
-        data_splits(["train", "test"])
+def kfold(k: int):
+    return split_rotation("new_split_kfold", [f"fold{i:02d}" for i in range(k)])
 
 
 def test_evaluate_splits_searches_first_fold_then_retrains_best(monkeypatch):
@@ -244,7 +235,7 @@ def test_evaluate_splits_searches_first_fold_then_retrains_best(monkeypatch):
         return np.full((len(test), n_labels), test[0, 0], np.float32), score, info
 
     monkeypatch.setattr(downstream, "train_and_predict", stub)
-    result = evaluate_splits(folds, "multiclass", accuracy, "default", seed=0)
+    result = evaluate_splits(folds, kfold(4), "multiclass", lambda valid: accuracy, "default", seed=0)
     grid = grid_points("default")
     assert (result.config.hidden_layers, result.config.lr, result.config.init) == (1, 3.2e-4, "xavier_normal")
     assert [config for config, _ in result.grid_scores] == grid
@@ -264,7 +255,7 @@ def test_evaluate_splits_searches_first_fold_then_retrains_best(monkeypatch):
 
 def test_evaluate_splits_end_to_end_fast_grid():
     folds = {f"fold{i:02d}": blobs(40, seed=i) for i in range(3)}
-    result = evaluate_splits(folds, "multiclass", accuracy, "fast", seed=0)
+    result = evaluate_splits(folds, kfold(3), "multiclass", lambda valid: accuracy, "fast", seed=0)
     assert result.config == grid_points("fast")[0]
     assert [f.test for f in result.folds] == ["fold00", "fold01", "fold02"]
     for fold in result.folds:

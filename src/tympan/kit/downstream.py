@@ -1,8 +1,8 @@
 """HEAR's downstream protocol: a small MLP trained on frozen embeddings, chosen by grid search.
 
     from tympan.kit.downstream import evaluate_splits
-    result = evaluate_splits({"train": (X, Y), "valid": (X, Y), "test": (X, Y)},
-                             "multiclass", score_fn, grid="default", seed=0)
+    result = evaluate_splits({"train": (X, Y), "valid": (X, Y), "test": (X, Y)}, data_splits(task),
+                             "multiclass", lambda valid_split: score_fn, grid="default", seed=0)
     result.config, result.folds[0].test_predictions        # (n_test, n_labels) probabilities
 
 This is hear-eval-kit's protocol (heareval/predictions/task_predictions.py) in plain PyTorch:
@@ -62,6 +62,8 @@ from typing import Literal
 
 import numpy as np
 import torch
+
+from tympan.kit.tasks import DataSplit
 
 PredictionType = Literal["multiclass", "multilabel"]
 Init = Literal["xavier_uniform", "xavier_normal"]
@@ -303,34 +305,11 @@ class SplitsResult:
     grid_scores: list[tuple[DownstreamConfig, float]] = field(default_factory=list)
 
 
-def data_splits(split_names: Sequence[str]) -> list[dict[str, tuple[str, ...]]]:
-    """heareval's splits: [{"train": (...), "valid": (...), "test": (...)}] per model to train.
-
-    {"train", "valid", "test"} -> one split. Folds (fold00 ... foldNN, any order) -> k splits
-    over the sorted folds: test = fold i, valid = fold i+1 (mod k), train = the rest, sorted.
-    """
-    names = sorted(split_names)
-    if names == ["test", "train", "valid"]:
-        return [{"train": ("train",), "valid": ("valid",), "test": ("test",)}]
-    if len(names) < 3 or not all(name.startswith("fold") for name in names) or len(set(names)) != len(names):
-        raise ValueError(
-            f"splits {list(split_names)}: expected train/valid/test, or 3 or more distinct folds named foldNN"
-        )
-    k = len(names)
-    return [
-        {
-            "train": tuple(name for name in names if name not in (names[i], names[(i + 1) % k])),
-            "valid": (names[(i + 1) % k],),
-            "test": (names[i],),
-        }
-        for i in range(k)
-    ]
-
-
 def evaluate_splits(
     splits_data: Mapping[str, tuple[Array, Array]],
+    rotation: Sequence[DataSplit],
     prediction_type: PredictionType,
-    score_fn: ScoreFn,
+    score_fn_for: Callable[[str], ScoreFn],
     grid: Literal["default", "fast"] = "default",
     seed: int = 0,
     *,
@@ -342,22 +321,25 @@ def evaluate_splits(
 
     splits_data: split name ("train"/"valid"/"test" or "foldNN") -> (X (n, dim), Y) as in
         `train_and_predict`; the test split's Y is not used here (score it with the metrics).
-    Every training run uses `seed`. Returns the chosen config and, per split in `data_splits`
-    order, the test predictions (n_test, n_labels).
+    rotation: the models to train, in order (tympan.kit.tasks.data_splits of the task).
+    score_fn_for(valid split name) -> the score function for that validation split (event
+        tasks decode frames per file, so the scorer must know which files it is given).
+    Every training run uses `seed`. Returns the chosen config and, per entry of `rotation`,
+    the test predictions (n_test, n_labels).
     """
-    splits = data_splits(list(splits_data))
+    splits = list(rotation)
     if n_labels is None:
         n_labels = _n_labels(prediction_type, [y for _, y in splits_data.values()], None)
 
-    def run(split: dict[str, tuple[str, ...]], config: DownstreamConfig) -> FoldResult:
-        train_parts = [splits_data[name] for name in split["train"]]
+    def run(split: DataSplit, config: DownstreamConfig) -> FoldResult:
+        train_parts = [splits_data[name] for name in split.train]
         train = (_concat([x for x, _ in train_parts]), _concat([y for _, y in train_parts]))
-        test_x = splits_data[split["test"][0]][0]
+        (test,), (valid,) = split.test, split.valid
         pred, score, info = train_and_predict(
-            train, splits_data[split["valid"][0]], test_x, prediction_type, score_fn, config, seed, device,
-            n_labels=n_labels,
+            train, splits_data[valid], splits_data[test][0], prediction_type, score_fn_for(valid), config, seed,
+            device, n_labels=n_labels,
         )
-        return FoldResult(split["test"][0], split["valid"][0], split["train"], pred, score, info)
+        return FoldResult(test, valid, tuple(split.train), pred, score, info)
 
     searched = [run(splits[0], config) for config in grid_points(grid, check_every)]
     # max() keeps the first of equal scores, as heareval's stable sort does.

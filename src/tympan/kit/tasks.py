@@ -332,15 +332,20 @@ def sort_labels(labels: Iterable[str]) -> list[str]:
 
 
 def data_splits(task: Task) -> list[DataSplit]:
-    """The train/valid/test rotation the HEAR kit runs for `task`.
+    """The train/valid/test rotation the HEAR kit runs for `task` (see split_rotation)."""
+    return split_rotation(task.split_mode, task.splits)
+
+
+def split_rotation(split_mode: str, splits: Iterable[str]) -> list[DataSplit]:
+    """The train/valid/test rotation the HEAR kit runs for a split mode and its splits.
 
     trainvaltest: one DataSplit(train=["train"], valid=["valid"], test=["test"]).
     k-fold: k DataSplits over the sorted folds; the i-th tests fold i, validates on fold
     (i + 1) % k and trains on the others.
     """
-    if task.split_mode == "trainvaltest":
+    if split_mode == "trainvaltest":
         return [DataSplit(train=["train"], valid=["valid"], test=["test"])]
-    folds = sorted(task.splits)
+    folds = sorted(splits)
     k = len(folds)
     rotation = []
     for i in range(k):

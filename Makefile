@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e ".[cli,test]"
+	$(PIP) -e ".[cli,kit,test]"
 	touch $@
 
 venv: $(VENV)/.installed

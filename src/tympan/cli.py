@@ -1,4 +1,4 @@
-"""The `tympan` command line: `tympan embed ...`, `tympan validate ...`.
+"""The `tympan` command line: `tympan embed | validate | evaluate | report | tasks build`.
 
 Each subcommand's work lives in its own kit module; this file only declares arguments
 and dispatches, so that `tympan --help` works without importing torch.
@@ -45,6 +45,30 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     e.add_argument("--batch-size", type=int, default=16, help="files of equal length per call")
 
+    ev = sub.add_parser(
+        "evaluate",
+        help="HEAR's evaluation protocol for any HEAR module on a folder of tasks",
+        description="Embed every split of every task (the official kit's on-disk layout, resumable), "
+        "train HEAR's downstream MLP (grid, early stopping, k-fold) and score with HEAR's metrics. "
+        "Writes OUT/results.json and OUT/results.md.",
+    )
+    ev.add_argument("module", help="importable HEAR module, e.g. tympan or hearbaseline.naive")
+    ev.add_argument("--tasks", required=True, help="folder of HEAR task folders")
+    ev.add_argument("--out", required=True, help="output folder (embeddings, results)")
+    ev.add_argument("--model", default="", help="weights file passed to load_model")
+    ev.add_argument("--task", action="append", help="evaluate only this task folder name (repeatable)")
+    ev.add_argument("--grid", choices=["default", "fast"], default="default",
+                    help="default: HEAR's 8 grid points; fast: one point (smoke tests)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="cpu")
+
+    rp = sub.add_parser(
+        "report",
+        help="compare modules: a Markdown table and a PNG chart from several results.json",
+    )
+    rp.add_argument("results", nargs="+", help="results.json files written by tympan evaluate")
+    rp.add_argument("--out", required=True, help="folder for report.md and report.png")
+
     t = sub.add_parser("tasks", help="the offline HEAR-format task suite")
     tsub = t.add_subparsers(dest="tasks_command", required=True)
     tb = tsub.add_parser(
@@ -69,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         from tympan.kit import embed
 
         return embed.main(args)
+    if args.command == "evaluate":
+        from tympan.kit import evaluate
+
+        return evaluate.main(args)
+    if args.command == "report":
+        from tympan.kit import report
+
+        return report.main(args)
     if args.command == "tasks":
         from tympan.suite import build
 

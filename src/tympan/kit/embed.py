@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         jobs, n_done = _plan(args)
-        module = _import_hear_module(args.module)
+        module = import_hear_module(args.module)
     except UsageError as e:
         print(f"tympan embed: error: {e}", file=sys.stderr)
         return 2
@@ -129,7 +129,8 @@ def _plan(args: argparse.Namespace) -> tuple[list[Job], int]:
     return jobs, len(sources) - len(jobs)
 
 
-def _import_hear_module(name: str) -> ModuleType:
+def import_hear_module(name: str) -> ModuleType:
+    """Import a HEAR module by name; UsageError when it is missing or lacks the HEAR functions."""
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as e:

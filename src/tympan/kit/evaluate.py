@@ -1,0 +1,392 @@
+"""`tympan evaluate`: HEAR's evaluation protocol for any HEAR module, on today's Python.
+
+    tympan evaluate MODULE --tasks DIR --out OUT [--model PATH] [--task NAME ...]
+                    [--grid default|fast] [--seed 0] [--device cpu]
+
+For every task folder under DIR (HEAR format, kit/tasks.py):
+
+1. Embed every split with the module, as the organisers' embedding runner does: scene
+   tasks through get_scene_embeddings, event tasks through get_timestamp_embeddings, in
+   batches of max(1, int(0.7 * 120 / sample_duration * 16000 / sample_rate)) clips (1 when
+   clips are untrimmed). The output is the official kit's on-disk layout (HEAR.md section 5)
+   under OUT/embeddings/<module>/<task>/, so heareval's predictions runner reads it as its
+   own. Resumable: per-file outputs are written atomically, the embedding last, and a file
+   whose embedding exists is not recomputed; each split's stacked files are written under
+   temporary names and renamed, the dimensions file last, so a killed run never leaves a
+   half-written file that a later run would trust.
+2. Train the downstream MLP with HEAR's protocol (kit/downstream.py: grid, early stopping,
+   k-fold rotation), reshuffling the training batches every epoch, seeded.
+3. Score the test split(s) with every metric the task lists (kit/metrics.py); event tasks
+   are decoded into events first, with the post-processing (median filter, minimum
+   duration) that scores best on the validation split at the best checkpoint, as heareval.
+
+Writes OUT/results.json (per task: scores per fold and their mean and std, the primary
+metric first; the chosen configuration; timings; plus the module, weights SHA-256, package
+versions, git revision, seed) and OUT/results.md. A task already scored (OUT/tasks/<task>.json)
+is not redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pickle
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+
+from tympan.kit import downstream, metrics
+from tympan.kit.embed import UsageError, import_hear_module
+from tympan.kit.tasks import Task, TaskFormatError, data_splits, frame_targets, list_tasks, read_task, scene_targets
+
+# heareval's default post-processing grid for event tasks; a task may replace it through
+# evaluation_params["event_postprocessing_grid"].
+EVENT_POSTPROCESSING_GRID = {"median_filter_ms": [250], "min_duration": [125, 250]}
+EMBEDDING_SEED = 0  # heareval shuffles each split's files with random.Random(0) before stacking
+
+
+def batch_size_for(task: Task, sample_rate: int) -> int:
+    """Clips per embedding call, by the HEAR kit's formula."""
+    if task.sample_duration is None:
+        return 1
+    return max(1, int(0.7 * (120 / task.sample_duration) * (16000 / sample_rate)))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through `write(file object)` to a temporary name, then rename into place."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _atomic_json(path: Path, data, indent: int | None = None) -> None:
+    _atomic_write(path, lambda f: f.write(json.dumps(data, indent=indent).encode()))
+
+
+def embed_task(module: ModuleType, model, task: Task, emb_dir: Path, device: torch.device) -> float:
+    """Embed every split of `task` into `emb_dir` (heareval's layout); returns seconds spent.
+
+    Files already embedded are skipped; splits already stacked are not stacked again.
+    """
+    import soundfile as sf
+
+    start = time.perf_counter()
+    emb_dir.mkdir(parents=True, exist_ok=True)
+    for name in ["task_metadata.json", "labelvocabulary.csv"] + [f"{s}.json" for s in task.splits]:
+        _atomic_write(emb_dir / name, lambda f, src=task.path / name: f.write(src.read_bytes()))
+    sample_rate = int(model.sample_rate)
+    batch = batch_size_for(task, sample_rate)
+    prng = random.Random(EMBEDDING_SEED)  # one generator across splits, as heareval
+    for split in task.splits:
+        out = emb_dir / split
+        out.mkdir(exist_ok=True)
+        files = list(task.labels[split])
+        todo = [f for f in files if not (out / f"{f}.embedding.npy").exists()]
+        for i in range(0, len(todo), batch):
+            names = todo[i : i + batch]
+            audio = []
+            for name in names:
+                samples, sr = sf.read(str(task.path / str(sample_rate) / split / name), dtype="float32")
+                if sr != sample_rate:
+                    raise TaskFormatError(task.path / str(sample_rate) / split / name, "sample rate", f"{sr} Hz, expected {sample_rate} Hz")
+                audio.append(samples)
+            x = torch.from_numpy(np.stack(audio)).to(device)
+            with torch.no_grad():
+                if task.embedding_type == "scene":
+                    emb = module.get_scene_embeddings(x, model).detach().cpu().numpy()
+                    for name, e in zip(names, emb):
+                        _atomic_json(out / f"{name}.target-labels.json", list(task.labels[split][name]))
+                        _atomic_write(out / f"{name}.embedding.npy", lambda f, e=e: np.save(f, e))
+                else:
+                    emb, ts = module.get_timestamp_embeddings(x, model)
+                    emb, ts = emb.detach().cpu().numpy(), ts.detach().cpu().numpy()
+                    for name, e, t in zip(names, emb, ts):
+                        hot = frame_targets(task.labels[split][name], t, task.vocabulary)
+                        frame_labels = [[task.vocabulary[j] for j in np.flatnonzero(row)] for row in hot]
+                        _atomic_json(out / f"{name}.timestamps.json", t.tolist())
+                        _atomic_json(out / f"{name}.target-labels.json", frame_labels, indent=4)
+                        _atomic_write(out / f"{name}.embedding.npy", lambda f, e=e: np.save(f, e))
+        order = [out / f"{f}.embedding.npy" for f in files]
+        prng.shuffle(order)
+        if not (emb_dir / f"{split}.embedding-dimensions.json").exists():
+            _stack_split(task, split, order, emb_dir)
+    return time.perf_counter() - start
+
+
+def _stack_split(task: Task, split: str, order: list[Path], emb_dir: Path) -> None:
+    """Write <split>.embeddings.npy (raw float32 memmap), labels and timestamps, dimensions last."""
+    embeddings = [np.load(p).astype(np.float32) for p in order]
+    rows = sum(1 if e.ndim == 1 else e.shape[0] for e in embeddings)
+    dim = embeddings[0].shape[-1]
+    labels, filename_timestamps = [], []
+    tmp = emb_dir / f"{split}.embeddings.npy.tmp-{os.getpid()}"
+    memmap = np.memmap(tmp, dtype=np.float32, mode="w+", shape=(rows, dim))
+    idx = 0
+    for path, e in zip(order, embeddings):
+        stem = str(path)[: -len(".embedding.npy")]
+        lbl = json.loads(Path(stem + ".target-labels.json").read_text())
+        if e.ndim == 1:
+            memmap[idx] = e
+            labels.append(lbl)
+            idx += 1
+        else:
+            memmap[idx : idx + len(e)] = e
+            labels += lbl
+            filename_timestamps += [(stem, t) for t in json.loads(Path(stem + ".timestamps.json").read_text())]
+            idx += len(e)
+    memmap.flush()
+    del memmap
+    os.replace(tmp, emb_dir / f"{split}.embeddings.npy")
+    _atomic_write(emb_dir / f"{split}.target-labels.pkl", lambda f: pickle.dump(labels, f))
+    if task.embedding_type == "event":
+        _atomic_json(emb_dir / f"{split}.filename-timestamps.json", filename_timestamps, indent=4)
+    _atomic_json(emb_dir / f"{split}.embedding-dimensions.json", [rows, dim])
+
+
+def load_split(task: Task, emb_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """The stacked split: X (n, dim) float32, multi-hot Y (n, n_labels), and for event tasks
+    the (file name, timestamp ms) of every row (empty for scene tasks)."""
+    rows, dim = json.loads((emb_dir / f"{split}.embedding-dimensions.json").read_text())
+    x = np.array(np.memmap(emb_dir / f"{split}.embeddings.npy", dtype=np.float32, mode="r", shape=(rows, dim)))
+    with open(emb_dir / f"{split}.target-labels.pkl", "rb") as f:
+        y = scene_targets(pickle.load(f), task.vocabulary)
+    where = []
+    if task.embedding_type == "event":
+        where = [(Path(stem).name, t) for stem, t in json.loads((emb_dir / f"{split}.filename-timestamps.json").read_text())]
+    return x, y, where
+
+
+def _events_by_file(probs: np.ndarray, where: list, vocabulary: list[str], median_filter_ms: float, min_duration: float):
+    """Decode stacked frame probabilities (n_frames, n_labels) into {file: [Event]}."""
+    by_file: dict[str, list[int]] = {}
+    for i, (name, _) in enumerate(where):
+        by_file.setdefault(name, []).append(i)
+    events = {}
+    for name, rows in by_file.items():
+        rows = sorted(rows, key=lambda i: where[i][1])
+        t = np.array([where[i][1] for i in rows])
+        events[name] = metrics.decode_events(probs[rows], t, vocabulary, median_filter_ms=median_filter_ms, min_duration_ms=min_duration)
+    return events
+
+
+def _postprocessing_options(task: Task) -> list[dict]:
+    grid = task.evaluation_params.get("event_postprocessing_grid", EVENT_POSTPROCESSING_GRID)
+    return [{"median_filter_ms": m, "min_duration": d} for m in grid["median_filter_ms"] for d in grid["min_duration"]]
+
+
+def _ranked(metric: str, value: float) -> float:
+    """A score to maximise: NaN ranks as 0 (as heareval ranks post-processing), error rates negated."""
+    value = 0.0 if np.isnan(value) else value
+    return -value if metric in metrics.LOWER_IS_BETTER else value
+
+
+def score_task(task: Task, emb_dir: Path, grid: str, seed: int, device: str) -> dict:
+    """Train, predict and score one embedded task; returns its results entry."""
+    start = time.perf_counter()
+    data = {split: load_split(task, emb_dir, split) for split in task.splits}
+    primary = task.primary_metric
+    vocab = task.vocabulary
+
+    def scorer(valid_split: str):
+        if task.embedding_type == "scene":
+            return lambda probs, y: _ranked(primary, metrics.score(primary, probs, y, vocab))
+        where, reference = data[valid_split][2], task.labels[valid_split]
+        options = _postprocessing_options(task)
+        return lambda probs, y: max(
+            _ranked(primary, metrics.score(primary, _events_by_file(probs, where, vocab, **o), reference, vocab))
+            for o in options
+        )
+
+    prediction_type = "multilabel" if task.embedding_type == "event" else task.prediction_type
+    check_every = task.evaluation_params.get("check_every", downstream.CHECK_EVERY)
+    result = downstream.evaluate_splits(
+        {split: (x, y) for split, (x, y, _) in data.items()},
+        data_splits(task),
+        prediction_type,
+        scorer,
+        grid=grid,
+        seed=seed,
+        check_every=check_every,
+        n_labels=len(vocab),
+        device=device,
+    )
+    per_metric: dict[str, dict[str, float]] = {m: {} for m in task.evaluation}
+    postprocessing = {}
+    for fold in result.folds:
+        x, y, where = data[fold.test]
+        if task.embedding_type == "scene":
+            for m in task.evaluation:
+                per_metric[m][fold.test] = metrics.score(m, fold.test_predictions, y, vocab)
+            continue
+        valid_where, valid_ref = data[fold.valid][2], task.labels[fold.valid]
+        best = max(
+            _postprocessing_options(task),
+            key=lambda o: _ranked(primary, metrics.score(primary, _events_by_file(fold.info.valid_predictions, valid_where, vocab, **o), valid_ref, vocab)),
+        )
+        postprocessing[fold.test] = best
+        predicted = _events_by_file(fold.test_predictions, where, vocab, **best)
+        for m in task.evaluation:
+            per_metric[m][fold.test] = metrics.score(m, predicted, task.labels[fold.test], vocab)
+    scores = {}
+    for m, folds in per_metric.items():  # task.evaluation order: the primary metric first
+        values = np.array(list(folds.values()), dtype=np.float64)
+        scores[m] = {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "folds": folds,
+        }
+    return {
+        "task": task.name,
+        "embedding_type": task.embedding_type,
+        "prediction_type": task.prediction_type,
+        "primary_metric": primary,
+        "scores": scores,
+        "config": asdict(result.config),
+        "validation_scores": {f.test: f.valid_score for f in result.folds},
+        "best_epochs": {f.test: f.info.best_epoch for f in result.folds},
+        "postprocessing": postprocessing,
+        "files": {split: len(task.labels[split]) for split in task.splits},
+        "training_seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _versions(module: ModuleType) -> dict[str, str | None]:
+    names = ["tympan", "torch", "numpy", "scikit-learn", "scipy", "sed_eval", "soundfile"]
+    top = module.__name__.split(".")[0]
+    if top not in names:
+        names.append(top)
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            found[name] = getattr(sys.modules.get(name), "__version__", None)
+    return found
+
+
+def _git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _weights_sha256(model, model_path: str) -> str | None:
+    if getattr(model, "weights_sha256", ""):
+        return model.weights_sha256
+    if model_path:
+        return hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    return None
+
+
+def results_markdown(results: dict) -> str:
+    """A Markdown table of one results.json: the primary metric (mean +- std over folds) per task."""
+    lines = [
+        f"# {results['module']} on {results['tasks_dir']}",
+        "",
+        f"weights sha256 {results['weights_sha256']}, seed {results['seed']}, grid {results['grid']}",
+        "",
+        "| task | type | primary metric | score | folds | other metrics | embed s | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["tasks"].items():
+        p = r["scores"][r["primary_metric"]]
+        others = ", ".join(f"{m} {s['mean']:.3f}" for m, s in r["scores"].items() if m != r["primary_metric"])
+        lines.append(
+            f"| {name} | {r['embedding_type']} | {r['primary_metric']} | {p['mean']:.3f} ± {p['std']:.3f} "
+            f"| {len(p['folds'])} | {others} | {r['embedding_seconds']:.0f} | {r['training_seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(
+    module_name: str,
+    tasks_dir: Path,
+    out: Path,
+    model_path: str = "",
+    task_names: list[str] | None = None,
+    grid: str = "default",
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
+    """Run the whole protocol; returns the results dict also written to OUT/results.json."""
+    module = import_hear_module(module_name)
+    task_paths = list_tasks(tasks_dir)
+    if task_names:
+        by_name = {p.name: p for p in task_paths}
+        missing = [n for n in task_names if n not in by_name]
+        if missing:
+            raise UsageError(f"no task {missing} in {tasks_dir}; found {sorted(by_name)}")
+        task_paths = [by_name[n] for n in task_names]
+    if not task_paths:
+        raise UsageError(f"no task folders (with task_metadata.json) in {tasks_dir}")
+    model = module.load_model(model_path) if model_path else module.load_model()
+    if isinstance(model, torch.nn.Module):
+        model.to(device).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tasks").mkdir(exist_ok=True)
+    started = time.perf_counter()
+    tasks = {}
+    for path in task_paths:
+        done = out / "tasks" / f"{path.name}.json"
+        if done.exists():
+            tasks[path.name] = json.loads(done.read_text())
+            print(f"{path.name}: already scored", file=sys.stderr)
+            continue
+        task = read_task(path, sample_rate=int(model.sample_rate))
+        emb_dir = out / "embeddings" / module_name / task.name
+        print(f"{task.name}: embedding ...", file=sys.stderr, flush=True)
+        embed_seconds = embed_task(module, model, task, emb_dir, torch.device(device))
+        print(f"{task.name}: training and scoring ...", file=sys.stderr, flush=True)
+        entry = score_task(task, emb_dir, grid, seed, device)
+        entry["embedding_seconds"] = round(embed_seconds, 2)
+        _atomic_json(emb_dir / "test.predicted-scores.json", entry, indent=4)
+        _atomic_json(done, entry, indent=1)
+        tasks[path.name] = entry
+        p = entry["scores"][entry["primary_metric"]]
+        print(f"{task.name}: {entry['primary_metric']} {p['mean']:.4f} ± {p['std']:.4f}", file=sys.stderr, flush=True)
+    results = {
+        "module": module_name,
+        "model_path": model_path or None,
+        "weights_sha256": _weights_sha256(model, model_path),
+        "tasks_dir": str(tasks_dir),
+        "seed": seed,
+        "grid": grid,
+        "device": device,
+        "versions": _versions(module),
+        "git_revision": _git_revision(),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "tasks": tasks,
+    }
+    _atomic_json(out / "results.json", results, indent=1)
+    _atomic_write(out / "results.md", lambda f: f.write(results_markdown(results).encode()))
+    return results
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        results = evaluate(
+            args.module, Path(args.tasks), Path(args.out), args.model, args.task, args.grid, args.seed, args.device
+        )
+    except (UsageError, TaskFormatError) as e:
+        print(f"tympan evaluate: error: {e}", file=sys.stderr)
+        return 2
+    print(results_markdown(results))
+    return 0

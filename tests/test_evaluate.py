@@ -104,7 +104,7 @@ def test_results_json_records_provenance(evaluated):
 def test_embeddings_follow_the_official_layout(evaluated):
     tasks, out, _ = evaluated
     emb = out / "embeddings" / "tympan" / "beeps-v1-full"
-    for name in ["task_metadata.json", "labelvocabulary.csv", "train.json", "test.predicted-scores.json"]:
+    for name in ["task_metadata.json", "labelvocabulary.csv", "train.json", "valid.json", "test.json"]:
         assert (emb / name).is_file(), name
     rows, dim = json.loads((emb / "test.embedding-dimensions.json").read_text())
     assert dim == tympan.load_model().timestamp_embedding_size

@@ -357,7 +357,6 @@ def evaluate(
         print(f"{task.name}: training and scoring ...", file=sys.stderr, flush=True)
         entry = score_task(task, emb_dir, grid, seed, device)
         entry["embedding_seconds"] = round(embed_seconds, 2)
-        _atomic_json(emb_dir / "test.predicted-scores.json", entry, indent=4)
         _atomic_json(done, entry, indent=1)
         tasks[path.name] = entry
         p = entry["scores"][entry["primary_metric"]]

@@ -6,12 +6,21 @@ PEERS := .venv-peers
 PIP := $(VENV)/bin/pip install -q -c constraints.txt
 PY := $(VENV)/bin/python
 
-.PHONY: demo test venv peers bench weights clean
+SUITE ?= tiny
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Programs the task suite runs (its Debian data packages are fetched by `apt-get download`).
+SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
+	festival-ca festvox-ca-ona-hts festival-czech festvox-czech-dita festvox-czech-krb \
+	festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv festvox-italp16k \
+	festvox-itapc16k festival-hi festvox-hi-nsk festival-mr festvox-mr-nsk festival-te \
+	festvox-te-nsk festvox-ru libfluidsynth3
+
+.PHONY: demo test venv peers bench weights clean system-deps tasks
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e ".[cli,kit,test]"
+	$(PIP) -e ".[cli,kit,suite,test]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -28,10 +37,22 @@ $(PEERS)/.installed: pyproject.toml constraints.txt
 
 peers: $(PEERS)/.installed
 
+# apt-get download needs package lists even when nothing is missing.
+system-deps:
+	@ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || $(SUDO) apt-get update -qq
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+tasks: venv system-deps
+	$(VENV)/bin/tympan tasks build --suite $(SUITE) --out tasks-$(SUITE)
+
 demo: venv
 	$(PY) examples/demo.py
 
-test: venv peers
+test: venv peers system-deps
 	TYMPAN_PEERS_PYTHON=$(CURDIR)/$(PEERS)/bin/python $(PY) -m pytest -q -rs
 
 bench: venv peers

@@ -1,0 +1,40 @@
+"""The tiny suite end to end: `tympan tasks build --suite tiny`, then `tympan evaluate tympan` on it."""
+
+import json
+import math
+
+import pytest
+
+from tympan.cli import main as cli
+from tympan.kit.tasks import read_task
+from tympan.suite import TASKS
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    assert cli(["tasks", "build", "--suite", "tiny", "--out", str(out)]) == 0
+    return out
+
+
+def test_tiny_suite_builds_every_task_with_a_manifest(tiny):
+    report = json.loads((tiny / "build-tiny.json").read_text())
+    assert set(report) == set(TASKS)
+    manifest = json.loads((tiny / "manifest-tiny.json").read_text())
+    for name, entry in report.items():
+        task = read_task(tiny / entry["folder"])
+        assert entry["clips"] == sum(len(files) for files in task.labels.values()) > 0, name
+        assert any(path.startswith(entry["folder"] + "/16000/") for path in manifest), name
+    assert all(len(v["sha256"]) == 64 and v["bytes"] > 0 for v in manifest.values())
+    families = {read_task(tiny / e["folder"]).embedding_type for e in report.values()}
+    assert families == {"scene", "event"}
+
+
+def test_tympan_evaluates_on_the_tiny_suite(tiny, tmp_path):
+    out = tmp_path / "eval"
+    assert cli(["evaluate", "tympan", "--tasks", str(tiny), "--out", str(out), "--grid", "fast"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["tasks"]) == len(TASKS)
+    for name, entry in results["tasks"].items():
+        primary = entry["scores"][entry["primary_metric"]]["mean"]
+        assert math.isfinite(primary) and 0.0 <= primary <= 1.0, (name, primary)

@@ -108,25 +108,27 @@ class Tympan(torch.nn.Module):
 
     @torch.no_grad()
     def scene_embeddings(self, audio) -> torch.Tensor:
-        """audio (n_sounds, n_samples) -> (n_sounds, 2 * N_FEATURES) float32: [mean, std] over frames.
-
-        Accumulates in float64 chunk by chunk, so a 20-minute clip never holds all frames.
-        """
+        """audio (n_sounds, n_samples) -> (n_sounds, 2 * N_FEATURES) float32: [mean, std] over frames."""
         audio = self._checked(audio)
         out = torch.empty(audio.shape[0], self.scene_embedding_size, dtype=torch.float32, device=audio.device)
         for i in range(audio.shape[0]):
-            total = torch.zeros(N_FEATURES, dtype=torch.float64, device=audio.device)
-            total_sq = torch.zeros_like(total)
-            count = 0
-            for emb in self._chunks(audio[i]):
-                e = emb.double()
-                total += e.sum(dim=0)
-                total_sq += e.square().sum(dim=0)
-                count += e.shape[0]
-            mean = total / count
-            std = (total_sq / count - mean.square()).clamp_min(0.0).sqrt()
-            out[i] = torch.cat([mean, std]).float()
+            out[i] = pool_mean_std(self._chunks(audio[i]))
         return out
+
+
+def pool_mean_std(chunks) -> torch.Tensor:
+    """[mean, std] over time of frame embeddings given chunk by chunk: chunks of (n_i, dim)
+    -> (2 * dim,) float32. Accumulates in float64, so a 20-minute clip never holds all frames."""
+    total = total_sq = None
+    count = 0
+    for emb in chunks:
+        e = emb.double()
+        total = e.sum(dim=0) if total is None else total + e.sum(dim=0)
+        total_sq = e.square().sum(dim=0) if total_sq is None else total_sq + e.square().sum(dim=0)
+        count += e.shape[0]
+    mean = total / count
+    std = (total_sq / count - mean.square()).clamp_min(0.0).sqrt()
+    return torch.cat([mean, std]).float()
 
 
 def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:

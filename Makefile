@@ -13,7 +13,7 @@ SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k f
 	festival-ca festvox-ca-ona-hts festival-czech festvox-czech-dita festvox-czech-krb \
 	festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv festvox-italp16k \
 	festvox-itapc16k festival-hi festvox-hi-nsk festival-mr festvox-mr-nsk festival-te \
-	festvox-te-nsk festvox-ru libfluidsynth3
+	festvox-te-nsk festvox-ru libfluidsynth3 timidity
 
 .PHONY: demo test venv peers bench weights clean system-deps tasks
 

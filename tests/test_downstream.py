@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from tympan.kit import downstream
-from tympan.kit.tasks import split_rotation
 from tympan.kit.downstream import (
     MLP,
     DownstreamConfig,
@@ -16,6 +15,7 @@ from tympan.kit.downstream import (
     shuffled_batches,
     train_and_predict,
 )
+from tympan.kit.tasks import split_rotation
 
 # The 8 points heareval trains, in its order, as (hidden_layers, lr, init). Produced by running
 # heareval's own task_predictions() (grid="default", deterministic=True) on a stub task with

@@ -25,7 +25,6 @@ never depend on what else is in the batch or where a chunk boundary falls:
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import numpy as np

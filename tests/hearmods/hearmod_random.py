@@ -1,8 +1,7 @@
 """Broken: unseeded noise added at inference, so two calls differ."""
 
-import torch
-
 import hearmod_good
+import torch
 from hearmod_good import load_model  # noqa: F401
 
 

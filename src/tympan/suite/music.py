@@ -56,11 +56,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tympan.audio import SAMPLE_RATE
 from tympan.io import RESAMPLE_QUALITY
 from tympan.kit.tasks import Event, Task, sort_labels, write_task
 from tympan.suite.sources import SuiteSourceError, debian_package, require_commands
 
-SAMPLE_RATE = 16000
 SUITES = ("tiny", "full")
 SPLITS = ("train", "valid", "test")
 VERSION = "v1"

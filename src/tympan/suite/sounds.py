@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tympan.audio import SAMPLE_RATE
 from tympan.io import RESAMPLE_QUALITY, read_audio
 from tympan.kit.tasks import Event, Task, sort_labels, write_task
+from tympan.suite.dsp import add_noise, coloured_noise, set_level, tape, trim_silence
 from tympan.suite.sources import SuiteSourceError, debian_package
-from tympan.suite.speech import add_noise, coloured_noise, set_level, tape, trim_silence
 
-SAMPLE_RATE = 16000
 SUITES = ("tiny", "full")
 SPLITS = ("train", "valid", "test")
 VERSION = "v1"

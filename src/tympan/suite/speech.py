@@ -42,11 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tympan.audio import SAMPLE_RATE
 from tympan.io import RESAMPLE_QUALITY
 from tympan.kit.tasks import Task, sort_labels, write_task
+from tympan.suite.dsp import add_noise, set_level, tape, trim_silence
 from tympan.suite.sources import SuiteSourceError, require_commands
 
-SAMPLE_RATE = 16000
 SUITES = ("tiny", "full")
 SPLITS = ("train", "valid", "test")
 VERSION = "v1"
@@ -59,9 +60,8 @@ ESPEAK_WPM = 175
 # Speaking rate (1 = the engine's default) and tape factor (pitch and tempo ratio) ranges.
 RATE_RANGE = (0.85, 1.2)
 TAPE_RANGE = (0.89, 1.12)
-# Output level: RMS in dBFS, then the peak is kept at or below PEAK.
+# Output level: RMS in dBFS, then the peak is kept at or below dsp.PEAK.
 LEVEL_DB_RANGE = (-32.0, -18.0)
-PEAK = 0.99
 # Noise spectral slope: power ~ 1/f^beta (0 white, 1 pink, 2 brown).
 NOISE_BETA_RANGE = (0.0, 2.0)
 # Rooms: size (m), target RT60 (s). The image-source order is capped so that one room
@@ -72,9 +72,6 @@ RT60_RANGE = (0.2, 0.8)
 MAX_IMAGE_ORDER = 25
 ROOMS_PER_SPLIT = {"tiny": 4, "full": 12}
 SOURCES_PER_ROOM = 6
-# Silence detection for trimming synthesised speech: 10 ms frames, 40 dB below the peak.
-TRIM_FRAME = SAMPLE_RATE // 100
-TRIM_DB = 40.0
 
 FLITE_VOICES = ("awb", "kal16", "rms", "slt")
 # festival voice -> (Debian packages, text encoding its lexicon and letter-to-sound rules
@@ -291,26 +288,7 @@ def synthesize_some(utterances: Sequence[Utterance | None]) -> list[np.ndarray |
     return [None if u is None else next(done) for u in utterances]
 
 
-def trim_silence(x: np.ndarray) -> np.ndarray:
-    """`x` without leading and trailing 10 ms frames more than TRIM_DB below its loudest frame."""
-    n = len(x) // TRIM_FRAME
-    if n == 0:
-        return x
-    energy = (x[: n * TRIM_FRAME].reshape(n, TRIM_FRAME) ** 2).mean(axis=1)
-    loud = np.flatnonzero(energy > energy.max() * 10 ** (-TRIM_DB / 10))
-    if len(loud) == 0:
-        return x[:0]
-    return x[loud[0] * TRIM_FRAME : (loud[-1] + 1) * TRIM_FRAME]
-
-
 # --------------------------------------------------------------------------- acoustics
-
-
-def tape(x: np.ndarray, factor: float) -> np.ndarray:
-    """Play `x` `factor` times faster: pitch and formants x factor, duration / factor."""
-    import soxr
-
-    return soxr.resample(x, SAMPLE_RATE * factor, SAMPLE_RATE, quality=RESAMPLE_QUALITY)
 
 
 def room_bank(rng: np.random.Generator, n_rooms: int) -> list[list[np.ndarray]]:
@@ -343,32 +321,6 @@ def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
     if len(x) == 0:
         return x
     return fftconvolve(x, rir)[: len(x)]
-
-
-def coloured_noise(rng: np.random.Generator, n: int, beta: float) -> np.ndarray:
-    """Gaussian noise with power spectrum ~ 1/f^beta, unit RMS, shape (n,)."""
-    spectrum = rng.standard_normal(n // 2 + 1) + 1j * rng.standard_normal(n // 2 + 1)
-    freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
-    freqs[0] = freqs[1]  # no infinite DC for beta > 0
-    noise = np.fft.irfft(spectrum * freqs ** (-beta / 2), n)
-    return noise / np.sqrt(np.mean(noise**2))
-
-
-def add_noise(rng: np.random.Generator, x: np.ndarray, snr_db: float, beta: float) -> np.ndarray:
-    """`x` plus coloured noise `snr_db` dB below x's RMS (silent x gets unit-RMS noise)."""
-    rms = np.sqrt(np.mean(x**2)) if len(x) else 0.0
-    level = rms * 10 ** (-snr_db / 20) if rms > 0 else 1.0
-    return x + level * coloured_noise(rng, len(x), beta)
-
-
-def set_level(x: np.ndarray, rms_db: float) -> np.ndarray:
-    """`x` scaled to RMS `rms_db` dBFS, then down so that its peak is at most PEAK."""
-    rms = np.sqrt(np.mean(x**2))
-    if rms == 0:
-        return x
-    y = x * (10 ** (rms_db / 20) / rms)
-    peak = np.max(np.abs(y))
-    return y * (PEAK / peak) if peak > PEAK else y
 
 
 def place(x: np.ndarray, n: int, offset: int) -> np.ndarray:

@@ -15,7 +15,7 @@ SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k f
 	festvox-itapc16k festival-hi festvox-hi-nsk festival-mr festvox-mr-nsk festival-te \
 	festvox-te-nsk festvox-ru libfluidsynth3 timidity
 
-.PHONY: demo test venv peers bench weights clean system-deps tasks
+.PHONY: demo test venv peers bench weights clean system-deps tasks baselines
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ $(PEERS)/.installed: pyproject.toml constraints.txt
 	$(PEERS)/bin/pip install -q -c constraints.txt hearvalidator==2021.0.2
 	$(PEERS)/bin/pip install -q -c constraints.txt --no-deps hearbaseline==2021.1.1
 	$(PEERS)/bin/pip install -q -c constraints.txt "librosa<0.10" "setuptools<81" psutil
-	$(PEERS)/bin/pip install -q -c constraints.txt --no-deps -e .
+	$(PEERS)/bin/pip install -q -c constraints.txt -e ".[kit]"
 	touch $@
 
 peers: $(PEERS)/.installed
@@ -57,6 +57,10 @@ test: venv peers system-deps
 
 bench: venv peers
 	$(PY) benchmarks/long_audio.py --peers-python $(PEERS)/bin/python
+
+baselines: tasks peers
+	$(PY) scripts/suite_baselines.py --tasks tasks-$(SUITE) --out baselines-$(SUITE) \
+		--peers-python $(PEERS)/bin/python --docs docs/baselines-$(SUITE)
 
 weights: venv
 	$(PY) -m tympan.train.v0

@@ -119,6 +119,7 @@ def test_grid_points_equal_heareval():
     assert {c.check_every for c in grid_points("default", check_every=downstream.CHECK_EVERY_DCASE)} == {10}
     (fast,) = grid_points("fast")
     assert (fast.hidden_layers, fast.lr, fast.init) in HEAREVAL_GRID_8
+    assert fast.max_epochs == downstream.FAST_MAX_EPOCHS < 500
     with pytest.raises(ValueError, match="grid="):
         grid_points("huge")
 

@@ -151,16 +151,24 @@ class DownstreamConfig:
             raise ValueError(f"batch_size={self.batch_size}: BatchNorm needs batches of 2 or more")
 
 
+FAST_MAX_EPOCHS = 30
+
+
 def grid_points(
     grid: Literal["default", "fast"] = "default", check_every: int = CHECK_EVERY
 ) -> list[DownstreamConfig]:
     """The configurations to search, in heareval's order.
 
     "default": heareval's 8 points. "fast": one point (1 hidden layer, lr 1e-3, xavier_normal,
-    itself one of the 8) for smoke tests. `check_every`: 3, or `CHECK_EVERY_DCASE` (10).
+    itself one of the 8) trained for at most FAST_MAX_EPOCHS epochs, for smoke tests (heareval's
+    own "fast" grid shortens training the same way). `check_every`: 3, or `CHECK_EVERY_DCASE` (10).
     """
     if grid == "fast":
-        return [DownstreamConfig(hidden_layers=1, lr=1e-3, init="xavier_normal", check_every=check_every)]
+        return [
+            DownstreamConfig(
+                hidden_layers=1, lr=1e-3, init="xavier_normal", check_every=check_every, max_epochs=FAST_MAX_EPOCHS
+            )
+        ]
     if grid != "default":
         raise ValueError(f"grid={grid!r}: use 'default' (heareval's 8 points) or 'fast' (one point)")
     # ParameterGrid's order: sorted keys (hidden_layers < initialization < lr), last fastest.

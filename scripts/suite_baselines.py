@@ -1,0 +1,54 @@
+"""Baselines on the offline suite: tympan, the naive HEAR baseline and an MFCC reference,
+same harness (`tympan evaluate`, default grid, seed 0), then `tympan report`.
+
+    make baselines SUITE=full            # builds the suite and .venv-peers first
+    python scripts/suite_baselines.py --tasks tasks-full --out baselines-full \
+        --peers-python .venv-peers/bin/python [--docs docs/baselines-full]
+
+hearbaseline.naive needs librosa < 0.10, so it runs from .venv-peers (which also holds
+tympan with its kit extra); the other two run from this interpreter. Each module's run is
+resumable (tympan evaluate skips what is done), so the script can be stopped and rerun.
+Writes per module OUT/<module>/results.json, then the comparison table and chart to
+--docs (report.md, report.png) with the command line recorded at the top of the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODULES = ("tympan", "tympan.kit.mfcc", "hearbaseline.naive")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--peers-python", required=True)
+    parser.add_argument("--docs", help="folder for report.md and report.png (default: OUT/report)")
+    parser.add_argument("--module", action="append", choices=MODULES, help="only these modules")
+    args = parser.parse_args()
+    out = Path(args.out)
+    results = []
+    for module in args.module or MODULES:
+        python = args.peers_python if module.startswith("hearbaseline") else sys.executable
+        start = time.perf_counter()
+        cmd = [python, "-m", "tympan.cli", "evaluate", module, "--tasks", args.tasks, "--out", str(out / module)]
+        print("$", shlex.join(cmd), flush=True)
+        subprocess.run(cmd, check=True, env={"TF_CPP_MIN_LOG_LEVEL": "3", **__import__("os").environ})
+        print(f"{module}: {time.perf_counter() - start:.0f} s", flush=True)
+        results.append(str(out / module / "results.json"))
+    docs = Path(args.docs) if args.docs else out / "report"
+    subprocess.run([sys.executable, "-m", "tympan.cli", "report", *results, "--out", str(docs)], check=True)
+    table = (docs / "report.md").read_text()
+    command = "python " + shlex.join(sys.argv)
+    (docs / "report.md").write_text(f"Produced by `{command}` (tympan evaluate, default grid, seed 0).\n\n{table}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

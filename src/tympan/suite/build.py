@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 from tympan.suite import TASKS
+from tympan.suite.common import SUITES
 from tympan.suite.sources import SuiteSourceError
-
-SUITES = ("tiny", "full")
 
 
 def builder(name: str):

@@ -58,12 +58,9 @@ import numpy as np
 
 from tympan.audio import SAMPLE_RATE
 from tympan.io import RESAMPLE_QUALITY
-from tympan.kit.tasks import Event, Task, sort_labels, write_task
+from tympan.kit.tasks import Event
+from tympan.suite.common import SPLITS, check_suite, split_rng, write_suite_task
 from tympan.suite.sources import SuiteSourceError, debian_package, require_commands
-
-SUITES = ("tiny", "full")
-SPLITS = ("train", "valid", "test")
-VERSION = "v1"
 
 # Synthesised at 48 kHz, then resampled: the engines' sample interpolation aliases far less
 # when the output rate is well above the 8 kHz band that is kept.
@@ -197,16 +194,6 @@ SIZES = {
     "instrument": {"tiny": {"train": 11, "valid": 4, "test": 6}, "full": {"train": 330, "valid": 110, "test": 165}},
     "note-onsets": {"tiny": {"train": 4, "valid": 2, "test": 2}, "full": {"train": 120, "valid": 30, "test": 30}},
 }
-
-
-def _check_suite(suite: str) -> None:
-    if suite not in SUITES:
-        raise ValueError(f"unknown suite {suite!r}; choose one of {SUITES}")
-
-
-def _split_rng(task: str, split: str) -> np.random.Generator:
-    key = hashlib.sha256(f"tympan.suite.music/{task}/{split}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(key[:8], "little"))
 
 
 def _import(module: str, pip_name: str, apt_hint: str = ""):
@@ -477,44 +464,6 @@ def render(
     return y
 
 
-def _write(
-    task_name: str,
-    suite: str,
-    tasks_dir: str | os.PathLike,
-    embedding_type: str,
-    prediction_type: str,
-    sample_duration: float,
-    evaluation: list[str],
-    vocabulary: list[str],
-    labels: dict[str, dict],
-    groups: dict[str, dict[str, list[str]]],
-    details: dict[str, dict[str, str]],
-    audio: dict[tuple[str, str], np.ndarray],
-    versions: dict[str, str],
-    evaluation_params: dict | None = None,
-) -> Path:
-    task = Task(
-        task_name=task_name,
-        version=VERSION,
-        embedding_type=embedding_type,
-        prediction_type=prediction_type,
-        split_mode="trainvaltest",
-        sample_duration=sample_duration,
-        evaluation=evaluation,
-        splits=list(SPLITS),
-        mode=suite,
-        vocabulary=sort_labels(vocabulary),
-        labels=labels,
-        evaluation_params=evaluation_params or {},
-        extra={
-            "source_groups": groups,
-            "source_versions": dict(sorted(versions.items())),
-            "clip_sources": details,
-        },
-    )
-    return write_task(task, audio, tasks_dir)
-
-
 # --------------------------------------------------------------------------- single notes
 
 
@@ -568,9 +517,9 @@ def _build_notes(
             groups[split][name] = [f"soundset:{note.sound_set.group}"]
             details[split][name] = note.describe()
     versions = {**sound_sets.versions, **engine_versions()}
-    return _write(
-        task_name, suite, tasks_dir, "scene", "multiclass", NOTE_SECONDS, evaluation, vocabulary,
-        labels, groups, details, audio, versions,
+    return write_suite_task(
+        tasks_dir, suite, task_name, "scene", "multiclass", NOTE_SECONDS, evaluation, vocabulary,
+        labels, audio, groups, versions, details=details,
     )  # fmt: skip
 
 
@@ -597,12 +546,12 @@ def build_pitch(tasks_dir: str | os.PathLike, suite: str) -> Path:
     Size: full 616 clips = 41 min (train 352 = 4 per key, valid 88 = 1 per key, test 176 =
     2 per key); tiny 22 clips = 1.5 min (train 12, valid 4, test 6, random keys).
     """
-    _check_suite(suite)
+    check_suite(suite)
     _require_engines()
     sound_sets = _SoundSets()
     plan: dict[str, list[SingleNote]] = {}
     for split in SPLITS:
-        rng = _split_rng("pitch", split)
+        rng = split_rng(__name__, "pitch", split)
         options = [(s, p) for s in sound_sets.of_split(split) for p in sound_sets.programs(s, pitched=True)]
         plan[split] = []
         for pitch in _balanced(MIDI_PITCHES, SIZES["pitch"][suite][split], rng):
@@ -634,12 +583,12 @@ def build_instrument(tasks_dir: str | os.PathLike, suite: str) -> Path:
     test 165 = 15 per family); tiny 21 clips = 1.4 min (train 11 = 1 per family, valid 4,
     test 6).
     """
-    _check_suite(suite)
+    check_suite(suite)
     _require_engines()
     sound_sets = _SoundSets()
     plan: dict[str, list[SingleNote]] = {}
     for split in SPLITS:
-        rng = _split_rng("instrument", split)
+        rng = split_rng(__name__, "instrument", split)
         options = [(s, p) for s in sound_sets.of_split(split) for p in sound_sets.programs(s, pitched=False)]
         plan[split] = []
         for family in _balanced(FAMILIES, SIZES["instrument"][suite][split], rng):
@@ -887,7 +836,7 @@ def build_note_onsets(tasks_dir: str | os.PathLike, suite: str) -> Path:
     Size: full 180 clips = 30 min (train 120, valid 30, test 30); tiny 8 clips = 1.3 min
     (train 4, valid 2, test 2).
     """
-    _check_suite(suite)
+    check_suite(suite)
     _require_engines()
     music21 = _import("music21", "music21")
     sound_sets = _SoundSets()
@@ -897,7 +846,7 @@ def build_note_onsets(tasks_dir: str | os.PathLike, suite: str) -> Path:
     details: dict[str, dict[str, str]] = {}
     audio: dict[tuple[str, str], np.ndarray] = {}
     for split in SPLITS:
-        rng = _split_rng("note-onsets", split)
+        rng = split_rng(__name__, "note-onsets", split)
         sets = sound_sets.of_split(split)
         unused = {c: list(rng.permutation(len(by_split[split][c]))) for c in SCORE_COLLECTIONS}
         used_groups: set[str] = set()
@@ -927,9 +876,9 @@ def build_note_onsets(tasks_dir: str | os.PathLike, suite: str) -> Path:
             groups[split][name] = list(clip.groups)
             details[split][name] = clip.description
     versions = {**sound_sets.versions, **engine_versions(), "music21 (PyPI)": music21.__version__}
-    return _write(
-        "note-onsets", suite, tasks_dir, "event", "multilabel", CLIP_SECONDS,
+    return write_suite_task(
+        tasks_dir, suite, "note-onsets", "event", "multilabel", CLIP_SECONDS,
         ["event_onset_50ms_fms", "event_onset_offset_50ms_20perc_fms"], [str(p) for p in MIDI_PITCHES],
-        labels, groups, details, audio, versions,
+        labels, audio, groups, versions, details=details,
         evaluation_params={"event_postprocessing_grid": {"median_filter_ms": [150], "min_duration": [50]}},
     )  # fmt: skip

@@ -21,7 +21,6 @@ throughout; durations are in seconds, event times in milliseconds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -33,29 +32,17 @@ import numpy as np
 
 from tympan.audio import SAMPLE_RATE
 from tympan.io import RESAMPLE_QUALITY, read_audio
-from tympan.kit.tasks import Event, Task, sort_labels, write_task
+from tympan.kit.tasks import Event, sort_labels
+from tympan.suite.common import SPLITS, check_suite, split_rng, write_suite_task
 from tympan.suite.dsp import add_noise, coloured_noise, set_level, tape, trim_silence
 from tympan.suite.sources import SuiteSourceError, debian_package
 
-SUITES = ("tiny", "full")
-SPLITS = ("train", "valid", "test")
-VERSION = "v1"
 DATA_DIR = Path(__file__).parent / "data"
 
 # Noise spectral slope: power ~ 1/f^beta (0 white, 1 pink, 2 brown).
 NOISE_BETA_RANGE = (0.0, 2.0)
 # A 10 ms fade where a clip cuts a sound short, so the cut is not a click.
 CUT_FADE = SAMPLE_RATE // 100
-
-
-def _check_suite(suite: str) -> None:
-    if suite not in SUITES:
-        raise ValueError(f"unknown suite {suite!r}; choose one of {SUITES}")
-
-
-def _split_rng(task: str, split: str) -> np.random.Generator:
-    key = hashlib.sha256(f"tympan.suite.sounds/{task}/{split}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(key[:8], "little"))
 
 
 @lru_cache(maxsize=None)
@@ -132,37 +119,6 @@ def fit(x: np.ndarray, n: int) -> np.ndarray:
 def _rms_db(x: np.ndarray) -> float:
     rms = float(np.sqrt(np.mean(x**2))) if len(x) else 0.0
     return 20 * np.log10(rms) if rms > 0 else -np.inf
-
-
-def _write(
-    task_name: str,
-    suite: str,
-    tasks_dir: str | os.PathLike,
-    embedding_type: str,
-    prediction_type: str,
-    sample_duration: float,
-    evaluation: list[str],
-    vocabulary: list[str],
-    labels: dict[str, dict],
-    groups: dict[str, dict[str, list[str]]],
-    audio: dict[tuple[str, str], np.ndarray],
-    versions: dict[str, str],
-) -> Path:
-    task = Task(
-        task_name=task_name,
-        version=VERSION,
-        embedding_type=embedding_type,
-        prediction_type=prediction_type,
-        split_mode="trainvaltest",
-        sample_duration=sample_duration,
-        evaluation=evaluation,
-        splits=list(SPLITS),
-        mode=suite,
-        vocabulary=sort_labels(vocabulary),
-        labels=labels,
-        extra={"source_groups": groups, "source_versions": dict(sorted(versions.items()))},
-    )
-    return write_task(task, audio, tasks_dir)
 
 
 # --------------------------------------------------------------------------- drum hits
@@ -276,14 +232,14 @@ def build_drum_hits(tasks_dir: str | os.PathLike, suite: str) -> Path:
     valid 360, test 428); tiny, one rendering of up to 4 one-shots per label and split =
     86 clips = 1.4 min.
     """
-    _check_suite(suite)
+    check_suite(suite)
     packages = _Packages()
     by_split = drum_oneshots(packages)
     labels: dict[str, dict[str, list[str]]] = {}
     groups: dict[str, dict[str, list[str]]] = {}
     audio: dict[tuple[str, str], np.ndarray] = {}
     for split in SPLITS:
-        rng = _split_rng("drum-hits", split)
+        rng = split_rng(__name__, "drum-hits", split)
         shots = by_split[split]
         if suite == "tiny":
             picked = []
@@ -301,9 +257,9 @@ def build_drum_hits(tasks_dir: str | os.PathLike, suite: str) -> Path:
             labels[split][name] = [shot.label]
             groups[split][name] = [shot.group]
     vocabulary = _data("sounds_drums.json")["classes"]
-    return _write(
-        "drum-hits", suite, tasks_dir, "scene", "multiclass", DRUM_CLIP, ["top1_acc"],
-        vocabulary, labels, groups, audio, packages.versions,
+    return write_suite_task(
+        tasks_dir, suite, "drum-hits", "scene", "multiclass", DRUM_CLIP, ["top1_acc"],
+        vocabulary, labels, audio, groups, packages.versions,
     )  # fmt: skip
 
 
@@ -451,13 +407,13 @@ def build_music_speech(tasks_dir: str | os.PathLike, suite: str) -> Path:
     Size: full, 2 x (150 train, 45 valid, 45 test) = 480 clips of 5 s = 40 min; tiny,
     2 x (4, 2, 2) = 16 clips = 1.3 min.
     """
-    _check_suite(suite)
+    check_suite(suite)
     packages = _Packages()
     labels: dict[str, dict[str, list[str]]] = {}
     groups: dict[str, dict[str, list[str]]] = {}
     audio: dict[tuple[str, str], np.ndarray] = {}
     for split in SPLITS:
-        rng = _split_rng("music-speech", split)
+        rng = split_rng(__name__, "music-speech", split)
         plan = []  # (label, package, index of the clip within its package, clip seed)
         for label in ("music", "speech"):
             sources = MUSIC_SPEECH_SOURCES[split][label][: 1 if suite == "tiny" else None]
@@ -481,9 +437,9 @@ def build_music_speech(tasks_dir: str | os.PathLike, suite: str) -> Path:
             audio[(split, name)] = set_level(add_noise(clip_rng, x, snr, beta), level)
             labels[split][name] = [label]
             groups[split][name] = [package]
-    return _write(
-        "music-speech", suite, tasks_dir, "scene", "multiclass", MUSIC_SPEECH_CLIP, ["top1_acc"],
-        ["music", "speech"], labels, groups, audio, packages.versions,
+    return write_suite_task(
+        tasks_dir, suite, "music-speech", "scene", "multiclass", MUSIC_SPEECH_CLIP, ["top1_acc"],
+        ["music", "speech"], labels, audio, groups, packages.versions,
     )  # fmt: skip
 
 
@@ -671,14 +627,14 @@ def build_sound_events(tasks_dir: str | os.PathLike, suite: str) -> Path:
     Size: full, 120 train + 40 valid + 40 test = 200 clips of 10 s = 33 min; tiny, 6 + 3 +
     3 = 12 clips = 2 min.
     """
-    _check_suite(suite)
+    check_suite(suite)
     packages = _Packages()
     pools = event_pools(packages)
     labels: dict[str, dict[str, list[Event]]] = {}
     groups: dict[str, dict[str, list[str]]] = {}
     audio: dict[tuple[str, str], np.ndarray] = {}
     for split in SPLITS:
-        rng = _split_rng("sound-events", split)
+        rng = split_rng(__name__, "sound-events", split)
         labels[split], groups[split] = {}, {}
         for index in range(EVENT_CLIPS[suite][split]):
             events, background, mix = _plan_clip(pools[split], rng)
@@ -686,8 +642,8 @@ def build_sound_events(tasks_dir: str | os.PathLike, suite: str) -> Path:
             audio[(split, name)], labels[split][name] = render_clip(events, background, mix)
             used = {e.group for e in events} | ({background[0]} if background else set())
             groups[split][name] = sorted(used)
-    return _write(
-        "sound-events", suite, tasks_dir, "event", "multilabel", EVENT_CLIP,
+    return write_suite_task(
+        tasks_dir, suite, "sound-events", "event", "multilabel", EVENT_CLIP,
         ["event_onset_200ms_fms", "segment_1s_er"], _data("sounds_events.json")["classes"],
-        labels, groups, audio, packages.versions,
+        labels, audio, groups, packages.versions,
     )  # fmt: skip

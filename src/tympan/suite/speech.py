@@ -44,13 +44,10 @@ import numpy as np
 
 from tympan.audio import SAMPLE_RATE
 from tympan.io import RESAMPLE_QUALITY
-from tympan.kit.tasks import Task, sort_labels, write_task
+from tympan.kit.tasks import sort_labels
+from tympan.suite.common import SPLITS, check_suite, split_rng, write_suite_task
 from tympan.suite.dsp import add_noise, set_level, tape, trim_silence
 from tympan.suite.sources import SuiteSourceError, require_commands
-
-SUITES = ("tiny", "full")
-SPLITS = ("train", "valid", "test")
-VERSION = "v1"
 
 # espeak-ng variants go to a split by the first byte of sha256(name): stable when a new
 # espeak-ng release adds variants, unlike a shuffled list.
@@ -143,11 +140,6 @@ class Utterance:
 
 
 # --------------------------------------------------------------------------- engines
-
-
-def _check_suite(suite: str) -> None:
-    if suite not in SUITES:
-        raise ValueError(f"unknown suite {suite!r}; choose one of {SUITES}")
 
 
 @lru_cache(maxsize=None)
@@ -373,11 +365,6 @@ def finish(mix: np.ndarray, a: Acoustics) -> np.ndarray:
     return set_level(add_noise(rng, mix, a.snr_db, a.beta), a.level_db)
 
 
-def _split_rng(task: str, split: str) -> np.random.Generator:
-    key = hashlib.sha256(f"tympan.suite.speech/{task}/{split}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(key[:8], "little"))
-
-
 def _write(
     task_name: str,
     suite: str,
@@ -387,22 +374,13 @@ def _write(
     groups: dict[str, dict[str, list[str]]],
     audio: dict[tuple[str, str], np.ndarray],
 ) -> Path:
-    """Write a scene multiclass trainvaltest task with its files' source groups and engine versions."""
-    task = Task(
-        task_name=task_name,
-        version=VERSION,
-        embedding_type="scene",
-        prediction_type="multiclass",
-        split_mode="trainvaltest",
-        sample_duration=sample_duration,
-        evaluation=["top1_acc"],
-        splits=list(SPLITS),
-        mode=suite,
-        vocabulary=sort_labels(label for split in labels.values() for label in split.values()),
-        labels={split: {f: [label] for f, label in files.items()} for split, files in labels.items()},
-        extra={"source_groups": groups, "source_versions": engine_versions()},
-    )
-    return write_task(task, audio, tasks_dir)
+    """Write a scene multiclass task (one label per file) with its source groups and engine versions."""
+    return write_suite_task(
+        tasks_dir, suite, task_name, "scene", "multiclass", sample_duration, ["top1_acc"],
+        [label for split in labels.values() for label in split.values()],
+        {split: {f: [label] for f, label in files.items()} for split, files in labels.items()},
+        audio, groups, engine_versions(),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- keywords
@@ -441,7 +419,7 @@ def build_keywords(tasks_dir: str | os.PathLike, suite: str) -> Path:
     Size: 12 labels x (120 train, 30 valid, 40 test) = 2,280 clips of 1 s = 38 min (full);
     12 x (4, 2, 2) = 96 clips = 1.6 min (tiny).
     """
-    _check_suite(suite)
+    check_suite(suite)
     require_commands(espeak_ng="espeak-ng", flite="flite")
     require_festival([v.name for v in KEYWORD_TEST_VOICES if v.engine == "festival"])
     n_clip = round(KEYWORD_CLIP * SAMPLE_RATE)
@@ -449,7 +427,7 @@ def build_keywords(tasks_dir: str | os.PathLike, suite: str) -> Path:
     groups: dict[str, dict[str, list[str]]] = {}
     audio: dict[tuple[str, str], np.ndarray] = {}
     for split in SPLITS:
-        rng = _split_rng("keywords", split)
+        rng = split_rng(__name__, "keywords", split)
         if split == "test":
             voices = list(KEYWORD_TEST_VOICES)
         else:
@@ -621,7 +599,7 @@ def build_language(tasks_dir: str | os.PathLike, suite: str) -> Path:
     Size: 20 labels x (14 train, 4 valid, 6 test) = 480 clips of 5 s = 40 min (full);
     20 x (1, 1, 1) = 60 clips = 5 min (tiny).
     """
-    _check_suite(suite)
+    check_suite(suite)
     festival_voices = sorted({v.name for _, test in LANGUAGES.values() for v in test if v.engine == "festival"})
     require_commands(espeak_ng="espeak-ng", flite="flite")
     require_festival(festival_voices)
@@ -631,7 +609,7 @@ def build_language(tasks_dir: str | os.PathLike, suite: str) -> Path:
     groups: dict[str, dict[str, list[str]]] = {}
     audio: dict[tuple[str, str], np.ndarray] = {}
     for split in SPLITS:
-        rng = _split_rng("language", split)
+        rng = split_rng(__name__, "language", split)
         variants = split_variants(split)
         plan = []  # (label, utterance, acoustics, window start fraction)
         for language in sorted(LANGUAGES):
@@ -691,7 +669,7 @@ def build_speaker_count(tasks_dir: str | os.PathLike, suite: str) -> Path:
     Size: 6 labels x (50 train, 10 valid, 10 test) = 420 clips of 5 s = 35 min (full);
     6 x (2, 1, 1) = 24 clips = 2 min (tiny).
     """
-    _check_suite(suite)
+    check_suite(suite)
     require_commands(espeak_ng="espeak-ng", flite="flite")
     require_festival([v.name for v in COUNT_TEST_VOICES if v.engine == "festival"])
     n_clip = round(COUNT_CLIP * SAMPLE_RATE)
@@ -700,7 +678,7 @@ def build_speaker_count(tasks_dir: str | os.PathLike, suite: str) -> Path:
     groups: dict[str, dict[str, list[str]]] = {}
     audio: dict[tuple[str, str], np.ndarray] = {}
     for split in SPLITS:
-        rng = _split_rng("speaker-count", split)
+        rng = split_rng(__name__, "speaker-count", split)
         # A speaker is an espeak-ng variant (its accent drawn per mixture) or another voice.
         speakers: list[str | Voice] = [*split_variants(split), *(COUNT_TEST_VOICES if split == "test" else ())]
         plan = []  # (label, talkers: [(utterance, acoustics, onset s, gain dB)], clip acoustics)

@@ -33,10 +33,11 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser(
         "embed",
-        help="embed audio files or folders into per-file .npz files",
+        help="embed audio files or folders into per-file .npz files or Parquet shards",
         description="Embed audio files (wav, flac, ogg, mp3) with a HEAR module. Writes one .npz "
-        "per input file; files already done are skipped; unreadable files are reported and "
-        "skipped, and the exit code is non-zero when any failed.",
+        "per input file, or Parquet shards and a manifest (--format parquet, docs/corpus.md); files "
+        "already done are skipped; unreadable files are reported, and the exit code is non-zero "
+        "when any failed.",
     )
     e.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
     e.add_argument("--out", required=True, help="output folder")
@@ -44,6 +45,20 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default="", help="weights file passed to load_model")
     e.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     e.add_argument("--batch-size", type=int, default=16, help="files of equal length per call")
+    e.add_argument("--format", choices=["npz", "parquet"], default=None,
+                   help="npz: one file per input (default); parquet: shards + manifest for collections "
+                   "(docs/corpus.md; the default with --engine ray)")
+    e.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: a Ray Data pipeline (needs tympan[ray]), "
+                   "one GPU per model actor when the cluster has GPUs, else CPU actors (--device is ignored)")
+    e.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join, e.g. HEAD_IP:6379 (default: start a local Ray)")
+    e.add_argument("--shard-rows", type=int, default=None, help="parquet: rows per shard at most (default: 1000)")
+    e.add_argument("--shard-mb", type=float, default=None,
+                   help="parquet: MiB of embeddings per shard at most (default: 256)")
+    e.add_argument("--concurrency", type=int, default=None,
+                   help="ray: model actors (default: one per GPU; without GPUs, one per CPU "
+                   "except one in eight, left to decoding)")
 
     ev = sub.add_parser(
         "evaluate",

@@ -150,3 +150,33 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------
+# Corpus output: Parquet shards and their manifest (`tympan embed --format parquet`).
+# The format lives in tympan.corpus.shards (schema in its docstring and docs/corpus.md);
+# these two functions are its reading side, here beside the other file I/O. pyarrow is
+# imported only when they are called.
+
+
+def read_embeddings(path: str | os.PathLike, columns: list[str] | None = None):
+    """Every row of a corpus output folder as one pyarrow.Table, one row per input file.
+
+    `path` is the folder given to `tympan embed --format parquet --out`; only the shards its
+    manifest lists are read, so the result holds each file exactly once, whatever state a
+    killed run left. `columns` selects columns, e.g. ["path", "scene"]; `.to_pandas()` gives
+    a DataFrame. Raises FileNotFoundError when `path` has no manifest.json.
+    """
+    from tympan.corpus.shards import read_embeddings as read
+
+    return read(path, columns)
+
+
+def embedding_arrays(table, row: int) -> dict[str, np.ndarray]:
+    """Row `row` of a table from read_embeddings as the arrays of a per-file .npz:
+    embeddings (n_timestamps, timestamp_embedding_size), timestamps (n_timestamps,) in
+    milliseconds, scene (scene_embedding_size,), all float32.
+    Raises ValueError for a file that failed, with its recorded error."""
+    from tympan.corpus.shards import embedding_arrays as arrays
+
+    return arrays(table, row)

@@ -77,6 +77,16 @@ def main(args: argparse.Namespace) -> int:
     Returns the exit code: 0 when every file is embedded (now or before), 1 when some
     failed, 2 for a command-line error (nothing embedded).
     """
+    fmt = getattr(args, "format", None) or ("parquet" if getattr(args, "engine", "local") == "ray" else "npz")
+    if fmt == "parquet":
+        from tympan.corpus import driver
+
+        return driver.main(args)
+    corpus_only = ("engine", "ray_address", "shard_rows", "shard_mb", "concurrency")
+    for name in corpus_only:
+        if getattr(args, name, None) not in (None, "local"):
+            print(f"tympan embed: error: --{name.replace('_', '-')} needs --format parquet", file=sys.stderr)
+            return 2
     start = time.perf_counter()
     try:
         jobs, n_done = _plan(args)
@@ -168,7 +178,7 @@ class _Run:
 
         def embed(batch: list[tuple[Job, np.ndarray]]) -> None:
             try:
-                results = _embed_batch(module, model, device, [audio for _, audio in batch])
+                results = embed_batch(module, model, device, [audio for _, audio in batch])
             except Exception as e:  # any error of the module's own code fails these files only
                 if len(batch) > 1:
                     for item in batch:
@@ -208,14 +218,14 @@ class _Run:
         """One line of counts and speed, then the failed files, one per line."""
         line = (
             f"tympan embed: {self.n_embedded} embedded, {self.n_done} skipped (already done), "
-            f"{len(self.failed)} failed; {_duration(self.seconds)} of audio in {_duration(wall_seconds)}"
+            f"{len(self.failed)} failed; {format_duration(self.seconds)} of audio in {format_duration(wall_seconds)}"
         )
         if self.seconds > 0:
             line += f" ({self.seconds / wall_seconds:.1f}x real time)"
         return "\n".join([line] + [f"  failed: {source}: {reason}" for source, reason in self.failed])
 
 
-def _embed_batch(
+def embed_batch(
     module: ModuleType, model, device: torch.device, audios: list[np.ndarray]
 ) -> list[dict[str, np.ndarray]]:
     """Embed equal-length clips, each (n_samples,) float32, in one call of each HEAR function.
@@ -236,7 +246,8 @@ def _embed_batch(
     return [{"embeddings": emb[i], "timestamps": ts[i], "scene": scene[i]} for i in range(n)]
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """A duration for people: seconds, minutes or hours."""
     if seconds >= 3600:
         return f"{seconds / 3600:.2f} h"
     if seconds >= 60:

@@ -8,7 +8,6 @@ Debian sound sets are fetched into the tympan cache on first use (~290 MB); flui
 library and TiMidity++ must be installed.
 """
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import soundfile as sf
 
 from tympan.kit.tasks import read_task
 from tympan.suite import music
+from tympan.suite.build import manifest
 from tympan.suite.music import Note
 
 BUILDERS = {
@@ -38,11 +38,6 @@ def built(tmp_path_factory):
         second = build(tmp_path_factory.mktemp(f"{name}-b"), "tiny")
         out[name] = (Path(first), Path(second))
     return out
-
-
-def _digests(folder: Path) -> dict[str, str]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def _check_common(folder: Path, name: str, duration: float):
@@ -76,7 +71,7 @@ def _check_common(folder: Path, name: str, duration: float):
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_deterministic(built, name):
     first, second = built[name]
-    assert _digests(first) == _digests(second)
+    assert manifest([first], first) == manifest([second], second)
 
 
 def test_pitch(built):

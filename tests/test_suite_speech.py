@@ -6,7 +6,6 @@ Needs espeak-ng, flite and festival with its voices (see speech.FESTIVAL_VOICES)
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import soundfile as sf
 
 from tympan.kit.tasks import read_task
 from tympan.suite import speech
+from tympan.suite.build import manifest
 
 BUILDERS = {
     "keywords": (speech.build_keywords, speech.KEYWORDS_PER_LABEL["tiny"]),
@@ -45,20 +45,12 @@ def built(request, builds) -> tuple[str, Path, Path]:
     return (request.param, *builds(request.param))
 
 
-def _digests(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
 def test_builds_are_byte_identical(built):
     _, first, second = built
     assert first.name == second.name
-    digests = _digests(first)
+    digests = manifest([first], first)
     assert any(name.endswith(".wav") for name in digests)
-    assert digests == _digests(second)
+    assert digests == manifest([second], second)
 
 
 def test_folder_reads_back_with_the_planned_labels(built):

@@ -17,10 +17,13 @@ MP3 needs libsndfile >= 1.1, which the soundfile >= 0.12 wheels bundle.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import BinaryIO
 
 import numpy as np
 
@@ -127,15 +130,15 @@ def find_audio(paths: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
     return found
 
 
-def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Write `arrays` to the .npz file `path` so that it is either complete or absent.
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Write `path` through `write(binary file)` so that it is either complete or absent.
 
-    The arrays go to a temporary file in the same folder (`<name>.tmp-<random>`, so it
-    is never mistaken for a result), which is flushed to disk and then renamed over
-    `path`: the rename is atomic, so a reader, or a run killed at any moment, never sees
-    a partial file. On an exception the temporary file is removed; only a hard kill
-    (SIGKILL, power loss) can leave one behind, which is safe to delete. Creates the
-    folder if needed; an existing `path` is replaced.
+    The bytes go to a temporary file in the same folder (`<name>.tmp-<random>`, so it is
+    never mistaken for a result), which is flushed to disk and then renamed over `path`:
+    the rename is atomic, so a reader, or a run killed at any moment, never sees a partial
+    file. On an exception the temporary file is removed; only a hard kill (SIGKILL, power
+    loss) can leave one behind, which is safe to delete. Creates the folder if needed; an
+    existing `path` is replaced.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,13 +146,24 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     try:
         # "x" (exclusive create) honours the umask, unlike tempfile's private 0600 files
         with open(tmp, "xb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Write `arrays` to the .npz file `path` so that it is either complete or absent (atomic_write)."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def atomic_write_json(path: str | os.PathLike, data, indent: int | None = None, sort_keys: bool = False) -> None:
+    """Write `data` as JSON (plus a newline) to `path`, complete or absent (atomic_write)."""
+    text = json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 # ---------------------------------------------------------------------------------------

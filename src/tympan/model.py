@@ -34,6 +34,7 @@ from tympan.audio import (
     n_frames,
     timestamps_ms,
 )
+from tympan.io import atomic_write
 
 MODEL_NAME = "tympan"
 WEIGHTS_FORMAT = "tympan-weights/1"
@@ -154,10 +155,7 @@ def save_weights(model: Tympan, path: str | Path, version: str) -> str:
         "feature_blocks": [list(b) for b in FEATURE_BLOCKS],
         "state_dict": state,
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda f: torch.save(payload, f))
     return sha
 
 

@@ -46,6 +46,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
+from tympan.io import atomic_write, atomic_write_json
 from tympan.kit import downstream, metrics
 from tympan.kit.embed import UsageError, import_hear_module
 from tympan.kit.tasks import Task, TaskFormatError, data_splits, frame_targets, list_tasks, read_task, scene_targets
@@ -63,21 +64,6 @@ def batch_size_for(task: Task, sample_rate: int) -> int:
     return max(1, int(0.7 * (120 / task.sample_duration) * (16000 / sample_rate)))
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through `write(file object)` to a temporary name, then rename into place."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_json(path: Path, data, indent: int | None = None) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(data, indent=indent).encode()))
-
-
 def embed_task(module: ModuleType, model, task: Task, emb_dir: Path, device: torch.device) -> float:
     """Embed every split of `task` into `emb_dir` (heareval's layout); returns seconds spent.
 
@@ -88,7 +74,7 @@ def embed_task(module: ModuleType, model, task: Task, emb_dir: Path, device: tor
     start = time.perf_counter()
     emb_dir.mkdir(parents=True, exist_ok=True)
     for name in ["task_metadata.json", "labelvocabulary.csv"] + [f"{s}.json" for s in task.splits]:
-        _atomic_write(emb_dir / name, lambda f, src=task.path / name: f.write(src.read_bytes()))
+        atomic_write(emb_dir / name, lambda f, src=task.path / name: f.write(src.read_bytes()))
     sample_rate = int(model.sample_rate)
     batch = batch_size_for(task, sample_rate)
     prng = random.Random(EMBEDDING_SEED)  # one generator across splits, as heareval
@@ -110,17 +96,17 @@ def embed_task(module: ModuleType, model, task: Task, emb_dir: Path, device: tor
                 if task.embedding_type == "scene":
                     emb = module.get_scene_embeddings(x, model).detach().cpu().numpy()
                     for name, e in zip(names, emb):
-                        _atomic_json(out / f"{name}.target-labels.json", list(task.labels[split][name]))
-                        _atomic_write(out / f"{name}.embedding.npy", lambda f, e=e: np.save(f, e))
+                        atomic_write_json(out / f"{name}.target-labels.json", list(task.labels[split][name]))
+                        atomic_write(out / f"{name}.embedding.npy", lambda f, e=e: np.save(f, e))
                 else:
                     emb, ts = module.get_timestamp_embeddings(x, model)
                     emb, ts = emb.detach().cpu().numpy(), ts.detach().cpu().numpy()
                     for name, e, t in zip(names, emb, ts):
                         hot = frame_targets(task.labels[split][name], t, task.vocabulary)
                         frame_labels = [[task.vocabulary[j] for j in np.flatnonzero(row)] for row in hot]
-                        _atomic_json(out / f"{name}.timestamps.json", t.tolist())
-                        _atomic_json(out / f"{name}.target-labels.json", frame_labels, indent=4)
-                        _atomic_write(out / f"{name}.embedding.npy", lambda f, e=e: np.save(f, e))
+                        atomic_write_json(out / f"{name}.timestamps.json", t.tolist())
+                        atomic_write_json(out / f"{name}.target-labels.json", frame_labels, indent=4)
+                        atomic_write(out / f"{name}.embedding.npy", lambda f, e=e: np.save(f, e))
         order = [out / f"{f}.embedding.npy" for f in files]
         prng.shuffle(order)
         if not (emb_dir / f"{split}.embedding-dimensions.json").exists():
@@ -152,10 +138,10 @@ def _stack_split(task: Task, split: str, order: list[Path], emb_dir: Path) -> No
     memmap.flush()
     del memmap
     os.replace(tmp, emb_dir / f"{split}.embeddings.npy")
-    _atomic_write(emb_dir / f"{split}.target-labels.pkl", lambda f: pickle.dump(labels, f))
+    atomic_write(emb_dir / f"{split}.target-labels.pkl", lambda f: pickle.dump(labels, f))
     if task.embedding_type == "event":
-        _atomic_json(emb_dir / f"{split}.filename-timestamps.json", filename_timestamps, indent=4)
-    _atomic_json(emb_dir / f"{split}.embedding-dimensions.json", [rows, dim])
+        atomic_write_json(emb_dir / f"{split}.filename-timestamps.json", filename_timestamps, indent=4)
+    atomic_write_json(emb_dir / f"{split}.embedding-dimensions.json", [rows, dim])
 
 
 def load_split(task: Task, emb_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list]:
@@ -195,6 +181,18 @@ def _ranked(metric: str, value: float) -> float:
     return -value if metric in metrics.LOWER_IS_BETTER else value
 
 
+def _best_postprocessing(task: Task, probs: np.ndarray, where: list, reference) -> tuple[dict, float]:
+    """The post-processing option that decodes `probs` (stacked frames at `where`) best against
+    `reference`, and its ranked primary score; the first option wins ties, as in heareval."""
+    best, best_score = None, -np.inf
+    for option in _postprocessing_options(task):
+        predicted = _events_by_file(probs, where, task.vocabulary, **option)
+        value = _ranked(task.primary_metric, metrics.score(task.primary_metric, predicted, reference, task.vocabulary))
+        if best is None or value > best_score:
+            best, best_score = option, value
+    return best, best_score
+
+
 def score_task(task: Task, emb_dir: Path, grid: str, seed: int, device: str) -> dict:
     """Train, predict and score one embedded task; returns its results entry."""
     start = time.perf_counter()
@@ -205,12 +203,7 @@ def score_task(task: Task, emb_dir: Path, grid: str, seed: int, device: str) -> 
     def scorer(valid_split: str):
         if task.embedding_type == "scene":
             return lambda probs, y: _ranked(primary, metrics.score(primary, probs, y, vocab))
-        where, reference = data[valid_split][2], task.labels[valid_split]
-        options = _postprocessing_options(task)
-        return lambda probs, y: max(
-            _ranked(primary, metrics.score(primary, _events_by_file(probs, where, vocab, **o), reference, vocab))
-            for o in options
-        )
+        return lambda probs, y: _best_postprocessing(task, probs, data[valid_split][2], task.labels[valid_split])[1]
 
     prediction_type = "multilabel" if task.embedding_type == "event" else task.prediction_type
     check_every = task.evaluation_params.get("check_every", downstream.CHECK_EVERY)
@@ -233,11 +226,7 @@ def score_task(task: Task, emb_dir: Path, grid: str, seed: int, device: str) -> 
             for m in task.evaluation:
                 per_metric[m][fold.test] = metrics.score(m, fold.test_predictions, y, vocab)
             continue
-        valid_where, valid_ref = data[fold.valid][2], task.labels[fold.valid]
-        best = max(
-            _postprocessing_options(task),
-            key=lambda o: _ranked(primary, metrics.score(primary, _events_by_file(fold.info.valid_predictions, valid_where, vocab, **o), valid_ref, vocab)),
-        )
+        best, _ = _best_postprocessing(task, fold.info.valid_predictions, data[fold.valid][2], task.labels[fold.valid])
         postprocessing[fold.test] = best
         predicted = _events_by_file(fold.test_predictions, where, vocab, **best)
         for m in task.evaluation:
@@ -357,7 +346,7 @@ def evaluate(
         print(f"{task.name}: training and scoring ...", file=sys.stderr, flush=True)
         entry = score_task(task, emb_dir, grid, seed, device)
         entry["embedding_seconds"] = round(embed_seconds, 2)
-        _atomic_json(done, entry, indent=1)
+        atomic_write_json(done, entry, indent=1)
         tasks[path.name] = entry
         p = entry["scores"][entry["primary_metric"]]
         print(f"{task.name}: {entry['primary_metric']} {p['mean']:.4f} ± {p['std']:.4f}", file=sys.stderr, flush=True)
@@ -374,8 +363,8 @@ def evaluate(
         "wall_seconds": round(time.perf_counter() - started, 2),
         "tasks": tasks,
     }
-    _atomic_json(out / "results.json", results, indent=1)
-    _atomic_write(out / "results.md", lambda f: f.write(results_markdown(results).encode()))
+    atomic_write_json(out / "results.json", results, indent=1)
+    atomic_write(out / "results.md", lambda f: f.write(results_markdown(results).encode()))
     return results
 
 

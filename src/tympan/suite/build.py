@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
+from tympan.io import atomic_write_json
 from tympan.suite import TASKS
 from tympan.suite.common import SUITES
 from tympan.suite.sources import SuiteSourceError
@@ -53,12 +52,6 @@ def task_size(task_dir: Path) -> dict:
     return {"clips": len(wavs), "hours": round(seconds / 3600, 4)}
 
 
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def build(out: Path, suite: str, names: list[str] | None = None) -> dict:
     """Build the suite's tasks into `out`; returns the build report (also written to disk)."""
     if suite not in SUITES:
@@ -79,8 +72,8 @@ def build(out: Path, suite: str, names: list[str] | None = None) -> dict:
         print(f"  {task_dir.name}: {report[name]['clips']} clips, {report[name]['hours']:.3f} h, {seconds:.1f} s",
               file=sys.stderr, flush=True)
         task_dirs.append(task_dir)
-    _write_json(out / f"manifest-{suite}.json", manifest(task_dirs, out))
-    _write_json(out / f"build-{suite}.json", report)
+    atomic_write_json(out / f"manifest-{suite}.json", manifest(task_dirs, out), indent=1, sort_keys=True)
+    atomic_write_json(out / f"build-{suite}.json", report, indent=1, sort_keys=True)
     return report
 
 

@@ -1,9 +1,9 @@
 """Baselines on the offline suite: tympan, the naive HEAR baseline and an MFCC reference,
-same harness (`tympan evaluate`, default grid, seed 0), then `tympan report`.
+same harness (`tympan evaluate`, one grid and seed for all), then `tympan report`.
 
     make baselines SUITE=full            # builds the suite and .venv-peers first
     python scripts/suite_baselines.py --tasks tasks-full --out baselines-full \
-        --peers-python .venv-peers/bin/python [--docs docs/baselines-full]
+        --peers-python .venv-peers/bin/python [--docs docs/baselines-full] [--grid one] [--seed 0]
 
 hearbaseline.naive needs librosa < 0.10, so it runs from .venv-peers (which also holds
 tympan with its kit extra); the other two run from this interpreter. Each module's run is
@@ -15,6 +15,8 @@ Writes per module OUT/<module>/results.json, then the comparison table and chart
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import shlex
 import subprocess
 import sys
@@ -30,23 +32,34 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--peers-python", required=True)
     parser.add_argument("--docs", help="folder for report.md and report.png (default: OUT/report)")
-    parser.add_argument("--module", action="append", choices=MODULES, help="only these modules")
+    parser.add_argument("--module", action="append", help=f"only these modules (default: {', '.join(MODULES)})")
+    parser.add_argument("--grid", default="one", choices=["default", "one", "fast"],
+                        help="downstream grid (tympan evaluate --grid); 'one' by default: see docs/baselines-full")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     out = Path(args.out)
     results = []
     for module in args.module or MODULES:
         python = args.peers_python if module.startswith("hearbaseline") else sys.executable
         start = time.perf_counter()
-        cmd = [python, "-m", "tympan.cli", "evaluate", module, "--tasks", args.tasks, "--out", str(out / module)]
+        run_dir = out / f"{module}-{args.grid}-seed{args.seed}"
+        cmd = [python, "-m", "tympan.cli", "evaluate", module, "--tasks", args.tasks, "--out", str(run_dir),
+               "--grid", args.grid, "--seed", str(args.seed)]
+        # Embeddings do not depend on the grid or the seed: reuse another run's (hard links).
+        if not (run_dir / "embeddings").exists():
+            for other in sorted(out.glob(f"{glob.escape(module)}-*/embeddings")):
+                run_dir.mkdir(parents=True, exist_ok=True)
+                subprocess.run(["cp", "-al", str(other), str(run_dir / "embeddings")], check=True)
+                break
         print("$", shlex.join(cmd), flush=True)
-        subprocess.run(cmd, check=True, env={"TF_CPP_MIN_LOG_LEVEL": "3", **__import__("os").environ})
+        subprocess.run(cmd, check=True, env={"TF_CPP_MIN_LOG_LEVEL": "3", **os.environ})
         print(f"{module}: {time.perf_counter() - start:.0f} s", flush=True)
-        results.append(str(out / module / "results.json"))
+        results.append(str(run_dir / "results.json"))
     docs = Path(args.docs) if args.docs else out / "report"
     subprocess.run([sys.executable, "-m", "tympan.cli", "report", *results, "--out", str(docs)], check=True)
     table = (docs / "report.md").read_text()
     command = "python " + shlex.join(sys.argv)
-    (docs / "report.md").write_text(f"Produced by `{command}` (tympan evaluate, default grid, seed 0).\n\n{table}")
+    (docs / "report.md").write_text(f"Produced by `{command}` (tympan evaluate, grid {args.grid}, seed {args.seed}).\n\n{table}")
     return 0
 
 

@@ -120,6 +120,9 @@ def test_grid_points_equal_heareval():
     (fast,) = grid_points("fast")
     assert (fast.hidden_layers, fast.lr, fast.init) in HEAREVAL_GRID_8
     assert fast.max_epochs == downstream.FAST_MAX_EPOCHS < 500
+    (one,) = grid_points("one")
+    assert (one.hidden_layers, one.lr, one.init) == (fast.hidden_layers, fast.lr, fast.init)
+    assert (one.max_epochs, one.patience) == (500, 20)
     with pytest.raises(ValueError, match="grid="):
         grid_points("huge")
 

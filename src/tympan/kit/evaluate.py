@@ -1,7 +1,7 @@
 """`tympan evaluate`: HEAR's evaluation protocol for any HEAR module, on today's Python.
 
     tympan evaluate MODULE --tasks DIR --out OUT [--model PATH] [--task NAME ...]
-                    [--grid default|fast] [--seed 0] [--device cpu]
+                    [--grid default|one|fast] [--seed 0] [--device cpu]
 
 For every task folder under DIR (HEAR format, kit/tasks.py):
 

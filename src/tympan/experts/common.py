@@ -1,0 +1,150 @@
+"""What the experts share: the HEAR plumbing on tympan's grid, centred windows, resampling.
+
+Every expert model subclasses ExpertModel and implements `chunks(sound)`, yielding its frame
+embeddings on tympan's grid (frame k centred on sample k * HOP, audio.py) chunk by chunk, so
+a 20-minute clip never holds all intermediate activations at once. ExpertModel turns that
+into HEAR's timestamp embeddings and, unless the expert overrides `scene(sound)`, into a
+mean + std scene embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from functools import lru_cache
+
+import torch
+
+from tympan.audio import HOP, SAMPLE_RATE, check_audio, n_frames, timestamps_ms
+from tympan.model import pool_mean_std
+
+
+class ExpertModel(torch.nn.Module):
+    """Base of the experts' HEAR models: 16 kHz input, one embedding every 20 ms.
+
+    Subclasses set timestamp_embedding_size and scene_embedding_size and implement
+    chunks(sound); they may override scene(sound).
+    """
+
+    sample_rate = SAMPLE_RATE
+    timestamp_embedding_size: int
+    scene_embedding_size: int
+
+    def _device(self) -> torch.device:
+        tensor = next(iter(self.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(self.buffers()))
+        return tensor.device
+
+    def _checked(self, audio) -> torch.Tensor:
+        if isinstance(audio, torch.Tensor) and audio.device != self._device():
+            raise ValueError(
+                f"audio is on {audio.device} but the model is on {self._device()}; "
+                "move one of them, e.g. model.to(audio.device)"
+            )
+        return check_audio(audio).to(self._device())
+
+    def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
+        """sound (n_samples,) float32 -> yields (n_i, timestamp_embedding_size) for consecutive
+        grid frames; together they cover frames 0 .. n_frames(n_samples) - 1."""
+        raise NotImplementedError
+
+    def scene(self, sound: torch.Tensor) -> torch.Tensor:
+        """sound (n_samples,) -> (scene_embedding_size,): by default mean and std over frames."""
+        return pool_mean_std(self.chunks(sound))
+
+    @torch.no_grad()
+    def timestamp_embeddings(self, audio) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio (n_sounds, n_samples) -> embeddings (n_sounds, n_frames, D) float32 and
+        timestamps (n_sounds, n_frames) float32 ms, n_frames = n_samples // 320 + 1."""
+        audio = self._checked(audio)
+        n_sounds, n_samples = audio.shape
+        n = n_frames(n_samples)
+        out = torch.empty(n_sounds, n, self.timestamp_embedding_size, dtype=torch.float32, device=audio.device)
+        for i in range(n_sounds):  # one sound at a time: outputs never depend on the batch
+            k = 0
+            for emb in self.chunks(audio[i]):
+                out[i, k : k + emb.shape[0]] = emb
+                k += emb.shape[0]
+            if k != n:
+                raise RuntimeError(f"{type(self).__name__}.chunks gave {k} frames for {n_samples} samples, not {n}")
+        return out, timestamps_ms(n, audio.device).expand(n_sounds, n).contiguous()
+
+    @torch.no_grad()
+    def scene_embeddings(self, audio) -> torch.Tensor:
+        """audio (n_sounds, n_samples) -> (n_sounds, scene_embedding_size) float32."""
+        audio = self._checked(audio)
+        return torch.stack([self.scene(sound).float() for sound in audio])
+
+
+def frame_ranges(n_samples: int, chunk_frames: int) -> Iterator[tuple[int, int]]:
+    """Consecutive (k0, k1) grid-frame ranges of at most `chunk_frames` frames covering the clip."""
+    total = n_frames(n_samples)
+    for k0 in range(0, total, chunk_frames):
+        yield k0, min(total, k0 + chunk_frames)
+
+
+def centred_windows(sound: torch.Tensor, win: int, centres: torch.Tensor) -> torch.Tensor:
+    """Windows of `win` samples centred on the given sample positions, zero outside the clip.
+
+    sound (n_samples,); centres (n,) int64 sample indices -> (n, win): window j holds samples
+    centres[j] - win // 2 .. centres[j] - win // 2 + win - 1 (the convention of torch.stft's
+    and librosa's centred frames).
+    """
+    lo = int(centres.min()) - win // 2
+    hi = int(centres.max()) - win // 2 + win
+    pad_left, pad_right = max(0, -lo), max(0, hi - sound.shape[0])
+    seg = torch.nn.functional.pad(sound[max(0, lo) : min(sound.shape[0], hi)], (pad_left, pad_right))
+    idx = (centres - win // 2 - lo)[:, None] + torch.arange(win, device=sound.device)[None, :]
+    return seg[idx]
+
+
+def grid_centres(k0: int, k1: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Sample positions of grid frames k0 .. k1-1: k * HOP, int64 (n,)."""
+    return torch.arange(k0, k1, dtype=torch.int64, device=device) * HOP
+
+
+@lru_cache(maxsize=8)
+def _sinc_kernel(orig: int, new: int, zeros: int, beta: float) -> torch.Tensor:
+    """Polyphase Kaiser-windowed sinc filters, (new, 1, width) float64.
+
+    Output j = p * new + q sits at input position p * orig + q * orig / new; conv1d with
+    stride `orig` over the input padded by `half` on the left computes, for block p and
+    phase q, sum_i x[p * orig - half + i] * kernel[q, 0, i].
+    """
+    cutoff = min(orig, new) / orig  # in units of the input Nyquist: 1 up, new/orig down
+    half = math.ceil(zeros / cutoff)  # input samples each side of an output position
+    width = 2 * half + orig + 1
+    i = torch.arange(width, dtype=torch.float64)
+    q = torch.arange(new, dtype=torch.float64)
+    t = i[None, :] - half - (q * orig / new)[:, None]  # input sample minus output position
+    inside = t.abs() <= half
+    window = torch.special.i0(beta * torch.sqrt((1 - (t / half) ** 2).clamp_min(0))) / torch.special.i0(
+        torch.tensor(beta, dtype=torch.float64)
+    )
+    kernel = torch.where(inside, cutoff * torch.sinc(cutoff * t) * window, torch.zeros_like(t))
+    return kernel[:, None, :]
+
+
+def resample(x: torch.Tensor, orig: int, new: int, zeros: int = 24, beta: float = 8.6) -> torch.Tensor:
+    """Band-limited resampling of the last axis from `orig` Hz to `new` Hz (Kaiser-windowed sinc).
+
+    x (..., n) float32 -> (..., ceil(n * new / orig)); the signal is zero outside its ends.
+    Written here because torchaudio cannot be a dependency (it does not load beside the CPU
+    torch we pin) and the runtime dependencies are torch and numpy only.
+    """
+    g = math.gcd(orig, new)
+    orig, new = orig // g, new // g
+    if orig == new:
+        return x.clone()
+    kernel = _sinc_kernel(orig, new, zeros, beta).to(x.device, x.dtype)
+    half = (kernel.shape[-1] - orig - 1) // 2
+    n = x.shape[-1]
+    n_out = -(-n * new // orig)
+    n_blocks = -(-n_out // new)
+    flat = x.reshape(-1, 1, n)
+    right = (n_blocks - 1) * orig + kernel.shape[-1] - half - n
+    flat = torch.nn.functional.pad(flat, (half, max(0, right)))
+    out = torch.nn.functional.conv1d(flat, kernel, stride=orig)[:, :, :n_blocks]  # (b, new, blocks)
+    out = out.transpose(1, 2).reshape(flat.shape[0], -1)[:, :n_out]
+    return out.reshape(*x.shape[:-1], n_out)

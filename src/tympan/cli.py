@@ -73,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default="", help="weights file passed to load_model")
     ev.add_argument("--task", action="append", help="evaluate only this task folder name (repeatable)")
     ev.add_argument("--grid", choices=["default", "one", "fast"], default="default",
-                    help="default: HEAR's 8 grid points; one: one of them, full training; fast: one point, "
-                    "30 epochs at most (smoke tests)")
+                    help="default: HEAR's 8 grid points; one: the first of them (heareval's --grid-points 1); "
+                    "fast: one point, 30 epochs at most (smoke tests)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="cpu")
 

@@ -86,10 +86,16 @@ class Tympan(torch.nn.Module):
             )
         return check_audio(audio).to(self._device())
 
-    def _chunks(self, sound: torch.Tensor):
-        """sound (n_samples,) -> yields embeddings (n, N_FEATURES) of consecutive frames."""
+    def chunks(self, sound: torch.Tensor):
+        """sound (n_samples,) float32 on the model's device -> yields embeddings (n_i, N_FEATURES)
+        of consecutive grid frames, covering frames 0 .. n_frames(n_samples) - 1 (no checks:
+        the HEAR functions check the audio; tympan.fusion calls this per sound)."""
         for _, features in self.frontend.chunks(sound):
             yield self.encoder(features)
+
+    def scene(self, sound: torch.Tensor) -> torch.Tensor:
+        """sound (n_samples,) -> (2 * N_FEATURES,): [mean, std] over its frames."""
+        return pool_mean_std(self.chunks(sound))
 
     @torch.no_grad()
     def timestamp_embeddings(self, audio) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +108,7 @@ class Tympan(torch.nn.Module):
         # One sound at a time: no computation ever mixes sounds of a batch.
         for i in range(n_sounds):
             k = 0
-            for emb in self._chunks(audio[i]):
+            for emb in self.chunks(audio[i]):
                 out[i, k : k + emb.shape[0]] = emb
                 k += emb.shape[0]
         return out, timestamps_ms(n, audio.device).expand(n_sounds, n).contiguous()
@@ -113,7 +119,7 @@ class Tympan(torch.nn.Module):
         audio = self._checked(audio)
         out = torch.empty(audio.shape[0], self.scene_embedding_size, dtype=torch.float32, device=audio.device)
         for i in range(audio.shape[0]):
-            out[i] = pool_mean_std(self._chunks(audio[i]))
+            out[i] = self.scene(audio[i])
         return out
 
 

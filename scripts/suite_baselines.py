@@ -35,19 +35,27 @@ def main() -> int:
     parser.add_argument("--module", action="append", help=f"only these modules (default: {', '.join(MODULES)})")
     parser.add_argument("--grid", default="one", choices=["default", "one", "fast"],
                         help="downstream grid (tympan evaluate --grid); 'one' by default: see docs/baselines-full")
+    parser.add_argument("--event-grid", default="fast", choices=["default", "one", "fast"],
+                        help="grid of the event tasks ('fast' by default: see docs/baselines-full)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", action="append", default=[],
+                        help="MODULE=PATH: the load_model argument of a module (repeatable)")
     args = parser.parse_args()
     out = Path(args.out)
     results = []
     for module in args.module or MODULES:
         python = args.peers_python if module.startswith("hearbaseline") else sys.executable
         start = time.perf_counter()
-        run_dir = out / f"{module}-{args.grid}-seed{args.seed}"
+        model = dict(m.split("=", 1) for m in args.model).get(module, "")
+        label = module + (f"={Path(model).stem}" if model else "")
+        run_dir = out / f"{label}-{args.grid}-{args.event_grid}-seed{args.seed}"
         cmd = [python, "-m", "tympan.cli", "evaluate", module, "--tasks", args.tasks, "--out", str(run_dir),
-               "--grid", args.grid, "--seed", str(args.seed)]
+               "--grid", args.grid, "--event-grid", args.event_grid, "--seed", str(args.seed)]
+        if model:
+            cmd += ["--model", model]
         # Embeddings do not depend on the grid or the seed: reuse another run's (hard links).
         if not (run_dir / "embeddings").exists():
-            for other in sorted(out.glob(f"{glob.escape(module)}-*/embeddings")):
+            for other in sorted(out.glob(f"{glob.escape(label)}-*/embeddings")):
                 run_dir.mkdir(parents=True, exist_ok=True)
                 subprocess.run(["cp", "-al", str(other), str(run_dir / "embeddings")], check=True)
                 break
@@ -59,7 +67,7 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "tympan.cli", "report", *results, "--out", str(docs)], check=True)
     table = (docs / "report.md").read_text()
     command = "python " + shlex.join(sys.argv)
-    (docs / "report.md").write_text(f"Produced by `{command}` (tympan evaluate, grid {args.grid}, seed {args.seed}).\n\n{table}")
+    (docs / "report.md").write_text(f"Produced by `{command}` (tympan evaluate, scene tasks grid {args.grid}, event tasks grid {args.event_grid}, seed {args.seed}).\n\n{table}")
     return 0
 
 

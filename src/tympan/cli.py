@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--grid", choices=["default", "one", "fast"], default="default",
                     help="default: HEAR's 8 grid points; one: the first of them (heareval's --grid-points 1); "
                     "fast: one point, 30 epochs at most (smoke tests)")
+    ev.add_argument("--event-grid", choices=["default", "one", "fast"], default=None,
+                    help="grid of the event tasks (default: --grid); their frame-level training is the slow part")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="cpu")
 

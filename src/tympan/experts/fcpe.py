@@ -48,16 +48,14 @@ the hidden state over the grid frames (1024 = 2 x 512).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import lru_cache
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from tympan.audio import HOP, SAMPLE_RATE
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel, centred_windows, frame_ranges
+from tympan.experts.common import ExpertModel, centred_windows, frame_ranges, slaney_mel_filters
 
 CACHE_KEY = "fcpe"
 
@@ -88,32 +86,6 @@ EXPECTED_MEL_CONFIG = {
     "fmin": F_MIN,
     "fmax": F_MAX,
 }
-
-
-@lru_cache(maxsize=4)
-def slaney_mel_filters(n_mels: int) -> torch.Tensor:
-    """librosa.filters.mel(sr=16000, n_fft=1024, n_mels, fmin=0, fmax=8000) (Slaney scale and
-    area normalisation, librosa's defaults), transposed: (N_FFT // 2 + 1, n_mels) float32."""
-
-    def hz_to_mel(f):
-        # Slaney's scale: linear (200/3 Hz per mel) below 1 kHz, logarithmic above.
-        f = np.asarray(f, dtype=np.float64)
-        log_part = 15.0 + np.log(np.maximum(f, 1000.0) / 1000.0) / (np.log(6.4) / 27.0)
-        return np.where(f >= 1000.0, log_part, f / (200.0 / 3.0))
-
-    def mel_to_hz(m):
-        m = np.asarray(m, dtype=np.float64)
-        log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
-        return np.where(m >= 15.0, log_part, m * (200.0 / 3.0))
-
-    fft_hz = np.linspace(0.0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(F_MIN), hz_to_mel(F_MAX), n_mels + 2))
-    widths = np.diff(edges)
-    rising = (fft_hz[None, :] - edges[:-2, None]) / widths[:-1, None]
-    falling = (edges[2:, None] - fft_hz[None, :]) / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # each filter has unit area in Hz
-    return torch.from_numpy(weights.T.copy()).to(torch.float32)
 
 
 class ConvBlock(nn.Module):
@@ -234,7 +206,9 @@ class FCPE(ExpertModel):
         self.timestamp_embedding_size = net.dim
         self.scene_embedding_size = 2 * net.dim
         self.register_buffer("window", torch.hann_window(N_FFT, periodic=True), persistent=False)
-        self.register_buffer("mel_filters", slaney_mel_filters(net.n_mels).clone(), persistent=False)
+        self.register_buffer(
+            "mel_filters", slaney_mel_filters(SAMPLE_RATE, N_FFT, net.n_mels, F_MIN, F_MAX).clone(), persistent=False
+        )
 
     def log_mel(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (T, N_FFT) of samples -> log-mel (T, n_mels), torchfcpe's conventions."""

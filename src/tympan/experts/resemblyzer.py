@@ -50,17 +50,14 @@ the scene embedding accumulates a float64 sum of partial embeddings batch by bat
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from functools import lru_cache
 
-import numpy as np
 import torch
 from torch import nn
 
 from tympan.audio import HOP, SAMPLE_RATE
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel, centred_windows, frame_ranges
+from tympan.experts.common import ExpertModel, centred_windows, frame_ranges, slaney_mel_filters
 
 CACHE_KEY = "resemblyzer"
 
@@ -83,29 +80,6 @@ CHUNK_FRAMES = 1024  # grid frames per timestamp chunk (20.48 s); a multiple of 
 assert CHUNK_FRAMES % STRIDE == 0
 BATCH = 128  # partials per LSTM call: bounds the activations (about 100 MB)
 NORM_FLOOR = 1e-12  # an all-zero ReLU output stays zero instead of 0 / 0
-
-
-@lru_cache(maxsize=1)
-def slaney_mel_filters() -> torch.Tensor:
-    """librosa.filters.mel(sr=16000, n_fft=400, n_mels=40) (fmin 0, fmax 8000 Hz, Slaney scale,
-    Slaney area normalisation), transposed: (N_FFT // 2 + 1, N_MELS) float32."""
-    log_step = math.log(6.4) / 27.0  # Slaney: 27 mel per factor 6.4 above 1 kHz
-
-    def hz_to_mel(f: np.ndarray) -> np.ndarray:
-        # Linear (200/3 Hz per mel) below 1 kHz, logarithmic above.
-        return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1000.0) / 1000.0) / log_step, f * 3.0 / 200.0)
-
-    def mel_to_hz(m: np.ndarray) -> np.ndarray:
-        return np.where(m >= 15.0, 1000.0 * np.exp(log_step * (m - 15.0)), m * 200.0 / 3.0)
-
-    fft_hz = np.linspace(0.0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
-    edges = mel_to_hz(np.linspace(0.0, hz_to_mel(np.array(SAMPLE_RATE / 2)), N_MELS + 2))
-    widths = np.diff(edges)
-    rising = (fft_hz[None, :] - edges[:-2, None]) / widths[:-1, None]
-    falling = (edges[2:, None] - fft_hz[None, :]) / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # each filter has unit area in Hz
-    return torch.from_numpy(weights.T.copy()).to(torch.float32)
 
 
 def partial_starts(n_samples: int, rate: float = RATE, min_coverage: float = MIN_COVERAGE) -> list[int]:
@@ -170,7 +144,7 @@ class Resemblyzer(ExpertModel):
     def __init__(self) -> None:
         super().__init__()
         self.encoder = SpeakerEncoder()
-        self.register_buffer("mel_filters", slaney_mel_filters().clone(), persistent=False)
+        self.register_buffer("mel_filters", slaney_mel_filters(SAMPLE_RATE, N_FFT, N_MELS).clone(), persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT, periodic=True, dtype=torch.float64), persistent=False)
 
     def mel(self, sound: torch.Tensor, first: int, count: int) -> torch.Tensor:

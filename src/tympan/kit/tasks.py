@@ -250,8 +250,8 @@ def write_task(
     vocabulary), ValueError for missing, extra, non-mono or non-finite audio,
     FileExistsError when the task folder already exists.
     """
-    sf = require_extra("soundfile")
-    soxr = require_extra("soxr")
+    require_extra("soundfile")
+    require_extra("soxr")
     rates = sorted(set(sample_rates))
     out = Path(out_dir)
     final = out / task.name
@@ -298,20 +298,46 @@ def write_task(
             for split in task.splits:
                 (tmp / str(rate) / split).mkdir(parents=True)
                 for name in sorted(task.labels[split]):
-                    samples = np.asarray(audio[(split, name)], dtype=np.float64)
-                    if rate != audio_sample_rate:
-                        samples = soxr.resample(samples, audio_sample_rate, rate, quality=RESAMPLE_QUALITY)
-                    if task.sample_duration is not None:
-                        samples = _pad_or_trim(samples, round(task.sample_duration * rate))
-                    # Clipped here so that out-of-range samples saturate whatever
-                    # libsndfile's float-to-integer clipping setting is.
-                    sf.write(
-                        tmp / str(rate) / split / name,
-                        np.clip(samples, -1.0, 1.0),
-                        rate,
-                        subtype="PCM_16",
-                        format="WAV",
-                    )
+                    _write_wav(tmp / str(rate) / split / name, audio[(split, name)], audio_sample_rate, rate, task)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_wav(path: Path, samples, from_rate: int, rate: int, task: Task) -> None:
+    """One task wav at `rate`: resampled with soxr from `from_rate`, padded or trimmed to the
+    task's sample_duration, clipped to [-1, 1], 16-bit PCM."""
+    sf = require_extra("soundfile")
+    samples = np.asarray(samples, dtype=np.float64)
+    if rate != from_rate:
+        samples = require_extra("soxr").resample(samples, from_rate, rate, quality=RESAMPLE_QUALITY)
+    if task.sample_duration is not None:
+        samples = _pad_or_trim(samples, round(task.sample_duration * rate))
+    # Clipped here so that out-of-range samples saturate whatever libsndfile's
+    # float-to-integer clipping setting is.
+    sf.write(path, np.clip(samples, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
+
+
+def add_sample_rate(task_dir: str | os.PathLike, rate: int, from_rate: int = 16000) -> Path:
+    """Add the folder task_dir/<rate>/ to a task, resampled from its <from_rate>/ audio (soxr,
+    as write_task), for modules that take another rate (HEAR's tasks come at 16, 22.05, 32,
+    44.1 and 48 kHz). The content stays band-limited to from_rate / 2. Deterministic; built
+    under a temporary name and renamed, so an interrupted run leaves no partial folder.
+    Returns the new folder; FileExistsError when it exists."""
+    sf = require_extra("soundfile")
+    task = read_task(task_dir, sample_rate=from_rate)
+    final = task.path / str(rate)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; remove it to write it again")
+    tmp = task.path / f".{rate}.tmp-{secrets.token_hex(4)}"
+    try:
+        for split in task.splits:
+            (tmp / split).mkdir(parents=True)
+            for name in sorted(task.labels[split]):
+                samples, sr = sf.read(str(task.path / str(from_rate) / split / name), dtype="float64")
+                _write_wav(tmp / split / name, samples, sr, rate, task)
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

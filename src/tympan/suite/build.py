@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import json
 import sys
 import time
 from pathlib import Path
 
 from tympan.io import atomic_write_json
+from tympan.kit.tasks import TaskFormatError, add_sample_rate, list_tasks
 from tympan.suite import TASKS
 from tympan.suite.common import SUITES
 from tympan.suite.sources import SuiteSourceError
@@ -52,8 +54,15 @@ def task_size(task_dir: Path) -> dict:
     return {"clips": len(wavs), "hours": round(seconds / 3600, 4)}
 
 
-def build(out: Path, suite: str, names: list[str] | None = None) -> dict:
-    """Build the suite's tasks into `out`; returns the build report (also written to disk)."""
+def build(out: Path, suite: str, names: list[str] | None = None, rates: list[int] | None = None) -> dict:
+    """Build the suite's tasks into `out`; returns the build report (also written to disk).
+
+    rates: sample rates besides 16 kHz to add to every task (kit.tasks.add_sample_rate);
+    they enter the manifest like the rest."""
+    extra = sorted({r for r in rates or [] if r != 16000})
+    bad = [r for r in extra if r < 8000 or r > 192000]
+    if bad:
+        raise ValueError(f"sample rates {bad} Hz: use rates between 8000 and 192000, e.g. 44100 or 48000")
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; choose one of {SUITES}")
     names = names or list(TASKS)
@@ -67,6 +76,8 @@ def build(out: Path, suite: str, names: list[str] | None = None) -> dict:
         start = time.perf_counter()
         print(f"building {name} ({suite}) ...", file=sys.stderr, flush=True)
         task_dir = Path(builder(name)(out, suite))
+        for rate in extra:
+            add_sample_rate(task_dir, rate)
         seconds = time.perf_counter() - start
         report[name] = {"folder": task_dir.name, "build_seconds": round(seconds, 1), **task_size(task_dir)}
         print(f"  {task_dir.name}: {report[name]['clips']} clips, {report[name]['hours']:.3f} h, {seconds:.1f} s",
@@ -77,9 +88,31 @@ def build(out: Path, suite: str, names: list[str] | None = None) -> dict:
     return report
 
 
+def add_rates(out: Path, rates: list[int]) -> list[Path]:
+    """Add `rates` to every task folder under `out` that lacks them; rewrite the manifests there."""
+    written = []
+    for task_dir in list_tasks(out):
+        for rate in sorted(set(rates)):
+            if not (task_dir / str(rate)).exists():
+                written.append(add_sample_rate(task_dir, rate))
+                print(f"  {task_dir.name}: {rate} Hz", file=sys.stderr, flush=True)
+    for path in sorted(out.glob("manifest-*.json")):
+        folders = sorted({key.split("/")[0] for key in json.loads(path.read_text())})
+        atomic_write_json(path, manifest([out / f for f in folders], out), indent=1, sort_keys=True)
+    return written
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.tasks_command == "add-rate":
+        try:
+            written = add_rates(Path(args.tasks), args.rate)
+        except (ValueError, TaskFormatError, FileExistsError) as e:
+            print(f"tympan tasks add-rate: error: {e}", file=sys.stderr)
+            return 2
+        print(f"added {len(written)} sample-rate folder(s) under {args.tasks}")
+        return 0
     try:
-        report = build(Path(args.out), args.suite, args.task)
+        report = build(Path(args.out), args.suite, args.task, args.rate)
     except (SuiteSourceError, ValueError) as e:
         print(f"tympan tasks build: error: {e}", file=sys.stderr)
         return 2

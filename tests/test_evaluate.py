@@ -97,7 +97,7 @@ def test_results_json_records_provenance(evaluated):
     assert on_disk == json.loads(json.dumps(results))
     assert on_disk["weights_sha256"] == tympan.load_model().weights_sha256
     assert on_disk["versions"]["torch"] and on_disk["versions"]["tympan"]
-    assert on_disk["seed"] == 0 and on_disk["grid"] == "fast"
+    assert on_disk["seed"] == 0 and on_disk["grid"] == "fast" and on_disk["event_grid"] == "fast"
     assert "| tones-trainvaltest-v1-full | scene | top1_acc |" in (out / "results.md").read_text()
 
 

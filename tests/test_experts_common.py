@@ -153,3 +153,14 @@ def test_resample_removes_what_the_new_rate_cannot_hold():
     x = torch.sin(2 * math.pi * 12000 * torch.arange(44100) / 44100)  # above 8 kHz
     assert resample(x, 44100, 16000)[500:-500].abs().max() < 0.01
     assert torch.equal(resample(x, 16000, 16000), x)
+
+
+def test_experts_list_shows_licences_and_what_is_cached(tmp_path, capsys):
+    from tympan.cli import main
+
+    assert main(["experts", "list", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"cache: {tmp_path}" in out
+    rows = [line for line in out.splitlines()[2:] if line.strip()]
+    assert len(rows) == sum(len(e.files) for e in EXPERTS.values()) and all(r.endswith("no") for r in rows)
+    assert "MIT / CC BY 4.0" in out  # aisfx's model licence is shown

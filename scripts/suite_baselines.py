@@ -38,6 +38,7 @@ def main() -> int:
     parser.add_argument("--event-grid", default="fast", choices=["default", "one", "fast"],
                         help="grid of the event tasks ('fast' by default: see docs/baselines-full)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--task", action="append", help="only these task folders (tympan evaluate --task)")
     parser.add_argument("--model", action="append", default=[],
                         help="MODULE=PATH: the load_model argument of a module (repeatable)")
     args = parser.parse_args()
@@ -53,6 +54,8 @@ def main() -> int:
                "--grid", args.grid, "--event-grid", args.event_grid, "--seed", str(args.seed)]
         if model:
             cmd += ["--model", model]
+        for task in args.task or []:
+            cmd += ["--task", task]
         # Embeddings do not depend on the grid or the seed: reuse another run's (hard links).
         if not (run_dir / "embeddings").exists():
             for other in sorted(out.glob(f"{glob.escape(label)}-*/embeddings")):

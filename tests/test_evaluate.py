@@ -184,9 +184,23 @@ def test_cli_errors_and_report(evaluated, tmp_path, capsys):
     (tmp_path / "other.json").write_text(json.dumps(second))
     assert cli(["report", str(out / "results.json"), str(tmp_path / "other.json"), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| task | metric | tympan | other.module |" in md
+    assert "| task | metric | tympan | other.module |" in md and "(1) |" in md
     assert "| beeps-v1-full | event_onset_200ms_fms |" in md and md.count(" - ") >= 1
     png = (tmp_path / "rep" / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     (tmp_path / "bad.json").write_text("{}")
     assert cli(["report", str(tmp_path / "bad.json"), "--out", str(tmp_path / "rep2")]) == 2
+
+
+def test_report_pools_seeds_of_the_same_module_and_weights():
+    from tympan.kit import report
+
+    def run(module, seed, score, model_path=None, sha="a" * 64):
+        entry = {"primary_metric": "top1_acc", "scores": {"top1_acc": {"mean": score, "std": 0.0, "folds": {"test": score}}}}
+        return {"module": module, "model_path": model_path, "weights_sha256": sha, "seed": seed, "tasks": {"t": entry}}
+
+    runs = [run("m", 0, 0.5), run("m", 1, 0.7), run("f", 0, 0.9, "x/a.pt", "b" * 64), run("f", 0, 0.2, "x/b.pt", "c" * 64)]
+    md = report.table(runs)
+    assert "| task | metric | m | f=a | f=b |" in md
+    # m: mean of 0.5 and 0.7, sample std 0.1414, two scores; f=a and f=b stay apart (other weights)
+    assert "| t | top1_acc | 0.600 ± 0.141 (2) | 0.900 ± 0.000 (1) | 0.200 ± 0.000 (1) |" in md

@@ -1,7 +1,9 @@
 """`tympan report RESULTS... --out DIR`: compare modules evaluated by `tympan evaluate`.
 
-Writes DIR/report.md, a table of every task's primary metric (mean ± std over folds) per
-module, and DIR/report.png, the same as grouped bars with the std as error bars. Tasks
+Writes DIR/report.md, a table of every task's primary metric per module, and DIR/report.png,
+the same as grouped bars with the std as error bars. Results of the same module and weights
+with different seeds are pooled: a cell is the mean ± std over every (seed, fold) score and
+their count, so a trainvaltest task run with two seeds shows its seed-to-seed noise. Tasks
 missing from a module's results show as "-" in the table and as no bar in the chart.
 Error rates (lower is better) are marked with a down arrow.
 """
@@ -29,27 +31,55 @@ def load(paths: list[str]) -> list[dict]:
     return runs
 
 
+def _key(run: dict) -> tuple:
+    return run["module"], run.get("model_path") or "", run.get("weights_sha256") or ""
+
+
 def _label(run: dict, runs: list[dict]) -> str:
-    """A column name: the module, plus the weights' hash prefix when a module appears twice."""
-    same = [r for r in runs if r["module"] == run["module"]]
-    return run["module"] if len(same) == 1 else f"{run['module']} ({(run.get('weights_sha256') or '?')[:8]})"
+    """A column name: the module, plus its model file's name (or the weights' hash prefix)
+    when the same module appears with different weights."""
+    if len({_key(r) for r in runs if r["module"] == run["module"]}) == 1:
+        return run["module"]
+    if run.get("model_path"):
+        return f"{run['module']}={Path(run['model_path']).stem}"
+    return f"{run['module']} ({(run.get('weights_sha256') or '?')[:8]})"
+
+
+def columns(runs: list[dict]) -> list[tuple[str, list[dict]]]:
+    """(label, runs of that module and weights: one per seed), in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(_key(r), []).append(r)
+    return [(_label(group[0], runs), group) for group in groups.values()]
+
+
+def pooled(group: list[dict], task: str) -> tuple[float, float, int] | None:
+    """Mean, std (ddof 1; 0 for one score) and count of the primary metric over every seed
+    and fold of `task` in a column's runs; None when no run has the task."""
+    import numpy as np
+
+    values = [
+        v
+        for r in group
+        if task in r["tasks"]
+        for v in r["tasks"][task]["scores"][r["tasks"][task]["primary_metric"]]["folds"].values()
+    ]
+    if not values:
+        return None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
 
 
 def table(runs: list[dict]) -> str:
-    """Markdown: one row per task, one column per run, primary metric mean ± std."""
+    """Markdown: one row per task, one column per module and weights, mean ± std (n scores)."""
     tasks = sorted({t for r in runs for t in r["tasks"]})
-    names = [_label(r, runs) for r in runs]
-    lines = ["| task | metric | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(runs)]
+    cols = columns(runs)
+    lines = ["| task | metric | " + " | ".join(name for name, _ in cols) + " |", "|---|---|" + "---|" * len(cols)]
     for task in tasks:
         metric = next(r["tasks"][task]["primary_metric"] for r in runs if task in r["tasks"])
         cells = []
-        for r in runs:
-            entry = r["tasks"].get(task)
-            if entry is None:
-                cells.append("-")
-                continue
-            s = entry["scores"][entry["primary_metric"]]
-            cells.append(f"{s['mean']:.3f} ± {s['std']:.3f}")
+        for _, group in cols:
+            p = pooled(group, task)
+            cells.append("-" if p is None else f"{p[0]:.3f} ± {p[1]:.3f} ({p[2]})")
         arrow = " ↓" if metric in LOWER_IS_BETTER else ""
         lines.append(f"| {task} | {metric}{arrow} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -64,19 +94,16 @@ def chart(runs: list[dict], path: Path) -> None:
     import numpy as np
 
     tasks = sorted({t for r in runs for t in r["tasks"]})
-    width = 0.8 / len(runs)
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) * max(1, len(runs) / 2)), 4.5))
+    cols = columns(runs)
+    width = 0.8 / len(cols)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) * max(1, len(cols) / 2)), 4.5))
     x = np.arange(len(tasks))
-    for i, r in enumerate(runs):
-        means, stds = [], []
-        for task in tasks:
-            entry = r["tasks"].get(task)
-            s = entry["scores"][entry["primary_metric"]] if entry else {"mean": np.nan, "std": 0.0}
-            means.append(s["mean"])
-            stds.append(s["std"])
-        ax.bar(x + (i - (len(runs) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=_label(r, runs))
+    for i, (name, group) in enumerate(cols):
+        stats = [pooled(group, task) or (np.nan, 0.0, 0) for task in tasks]
+        means, stds = [p[0] for p in stats], [p[1] for p in stats]
+        ax.bar(x + (i - (len(cols) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=name)
     ax.set_xticks(x, tasks, rotation=30, ha="right")
-    ax.set_ylabel("primary metric (mean ± std over folds)")
+    ax.set_ylabel("primary metric (mean ± std over seeds and folds)")
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

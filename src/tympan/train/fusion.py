@@ -1,0 +1,69 @@
+"""Measure tympan.fusion's scaling constants: per block, per dimension mean and std.
+
+    python -m tympan.train.fusion [--out src/tympan/weights/fusion-v0.pt] [--dir CACHE]
+
+Runs every block of tympan.fusion.BLOCKS (the experts from the cache: `tympan experts fetch`)
+over tympan's calibration audio (train/v0.py: 96 generated clips of 4 s, seeded) and records
+the mean and standard deviation of each dimension of the timestamp embeddings (over all
+frames) and of the scene embeddings (over the clips), with the state_dict SHA-256 of every
+expert they were measured with. Fusion standardises with them and divides each block by the
+square root of its width (fusion.py says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from tympan import fusion
+from tympan.experts import cache
+from tympan.io import atomic_write
+from tympan.model import state_dict_sha256
+from tympan.train.v0 import N_CLIPS, SEED, calibration_audio
+
+
+def _mean_std(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = rows.double()
+    return rows.mean(dim=0).float(), rows.std(dim=0, unbiased=False).float()
+
+
+@torch.no_grad()
+def measure(directory=None, blocks=None, log=print) -> dict:
+    """{"format", "blocks": {name: {"timestamp": (mean, std), "scene": (mean, std)}}, "expert_sha256": ...}."""
+    names = list(blocks or fusion.BLOCKS)
+    keys = sorted({k for n in names for k in fusion.BLOCKS[n].keys})
+    states = {key: cache.load_state_dict(key, directory) for key in keys}
+    expert_sha256 = {key: state_dict_sha256(states[key]) for key in keys}
+    audio = calibration_audio()
+    out = {}
+    for name in names:
+        start = time.perf_counter()
+        block = fusion.BLOCKS[name].build(states).eval()
+        frames = torch.cat([torch.cat(list(block.chunks(sound))) for sound in audio])
+        scenes = torch.stack([block.scene(sound).float() for sound in audio])
+        out[name] = {"timestamp": _mean_std(frames), "scene": _mean_std(scenes)}
+        log(f"{name}: {frames.shape[1]}-d frames, {scenes.shape[1]}-d scenes, {time.perf_counter() - start:.1f} s")
+    return {
+        "format": fusion.STATS_FORMAT,
+        "blocks": out,
+        "expert_sha256": expert_sha256,
+        "calibration": f"tympan.train.v0.calibration_audio(): {N_CLIPS} clips x 4 s, seed {SEED}",
+        "licence": "CC BY 4.0",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(fusion.STATS_FILE))
+    parser.add_argument("--dir", default=None, help="experts cache folder")
+    parser.add_argument("--block", action="append", help="only these blocks (default: all)")
+    args = parser.parse_args(argv)
+    stats = measure(args.dir, args.block)
+    atomic_write(args.out, lambda f: torch.save(stats, f))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

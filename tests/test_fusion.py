@@ -1,0 +1,146 @@
+"""tympan.fusion: aligned blocks, per-block scaling, packing, and its errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tympan import fusion
+from tympan.audio import n_frames
+from tympan.experts import cache
+from tympan.experts.common import ExpertModel
+from tympan.model import WeightsError
+
+
+class Ramp(ExpertModel):
+    """A fake block: frame k of a sound -> scale * (k + sum(sound)) in every one of `width` dims,
+    yielded in chunks of `step` frames (so that blocks' chunks do not line up)."""
+
+    def __init__(self, width: int, step: int, scale: float):
+        super().__init__()
+        self.register_buffer("w", torch.full((width,), float(scale)))
+        self.step = step
+        self.timestamp_embedding_size = width
+        self.scene_embedding_size = width
+
+    def chunks(self, sound):
+        n = n_frames(sound.shape[0])
+        for k0 in range(0, n, self.step):
+            k = torch.arange(k0, min(n, k0 + self.step), dtype=torch.float32)
+            yield (k[:, None] + sound.sum()) * self.w
+
+    def scene(self, sound):
+        return torch.cat(list(self.chunks(sound))).mean(dim=0)
+
+
+def _stats(widths: dict[str, int]):
+    return {
+        name: {
+            "timestamp": (torch.full((w,), 1.0), torch.full((w,), 2.0)),
+            "scene": (torch.zeros(w), torch.full((w,), 4.0)),
+        }
+        for name, w in widths.items()
+    }
+
+
+def test_blocks_are_aligned_frame_by_frame_and_scaled_by_width():
+    blocks = {"a": Ramp(4, 7, 1.0), "b": Ramp(16, 50, 10.0)}
+    model = fusion.Fusion(blocks, _stats({"a": 4, "b": 16})).eval()
+    audio = torch.zeros(2, 16000)
+    emb, ts = model.timestamp_embeddings(audio)
+    assert torch.equal(ts[1], torch.arange(51.0) * 20)
+    assert emb.shape == (2, 51, 20) and model.timestamp_embedding_size == 20
+    k = torch.arange(51, dtype=torch.float32)[:, None]
+    # block a: (k - 1) / (2 * sqrt(4)); block b: (10 k - 1) / (2 * sqrt(16))
+    assert torch.allclose(emb[0, :, :4], ((k - 1) / (2 * math.sqrt(4))).expand(51, 4))
+    assert torch.allclose(emb[0, :, 4:], ((10 * k - 1) / (2 * math.sqrt(16))).expand(51, 16))
+    scene = model.scene_embeddings(audio)
+    assert scene.shape == (2, 20)
+    assert torch.allclose(scene[0, :4], torch.full((4,), 25.0 / (4 * 2)))
+    assert torch.allclose(scene[0, 4:], torch.full((16,), 250.0 / (4 * 4)))
+
+
+def test_equal_variance_blocks_weigh_the_same_whatever_their_width():
+    """Standardised by their own stats, a 4-d and a 64-d block reach unit squared norm each."""
+    gen = torch.Generator().manual_seed(0)
+    x4, x64 = 5 + 3 * torch.randn(20000, 4, generator=gen), -2 + 0.1 * torch.randn(20000, 64, generator=gen)
+    stats = {
+        "a": {"timestamp": (x4.mean(0), x4.std(0)), "scene": (torch.zeros(4), torch.ones(4))},
+        "b": {"timestamp": (x64.mean(0), x64.std(0)), "scene": (torch.zeros(64), torch.ones(64))},
+    }
+    model = fusion.Fusion({"a": Ramp(4, 1, 1.0), "b": Ramp(64, 1, 1.0)}, stats)
+    a = model._scaled("timestamp", "a", x4).square().sum(1).mean()
+    b = model._scaled("timestamp", "b", x64).square().sum(1).mean()
+    assert a == pytest.approx(1.0, rel=0.02) and b == pytest.approx(1.0, rel=0.02)
+
+
+def test_blocks_that_disagree_on_frames_are_an_error():
+    class Short(Ramp):
+        def chunks(self, sound):
+            yield from list(super().chunks(sound))[:-1]
+
+    model = fusion.Fusion({"a": Ramp(2, 5, 1.0), "b": Short(2, 5, 1.0)}, _stats({"a": 2, "b": 2}))
+    with pytest.raises(RuntimeError, match="different numbers of frames"):
+        model.timestamp_embeddings(torch.zeros(1, 16000))
+
+
+def test_unknown_blocks_and_missing_files_name_the_fix(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="distinct names among"):
+        fusion.pack(tmp_path / "f.pt", blocks=["v0", "nope"])
+    with pytest.raises(WeightsError, match="tympan experts pack --out FILE"):
+        fusion.load_model(str(tmp_path / "missing.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not torch")
+    with pytest.raises(WeightsError, match="tympan experts pack"):
+        fusion.load_model(str(tmp_path / "junk.pt"))
+    expert_blocks = [b for b in fusion.DEFAULT_BLOCKS if fusion.BLOCKS[b].keys]
+    if expert_blocks:
+        monkeypatch.setenv("TYMPAN_EXPERTS_DIR", str(tmp_path / "empty"))
+        with pytest.raises(cache.ExpertWeightsMissing, match="tympan experts fetch"):
+            fusion.load_model()
+
+
+def test_constants_measured_with_other_weights_are_refused():
+    stats = fusion.read_stats()
+    expert_blocks = [b for b in stats["blocks"] if fusion.BLOCKS[b].keys]
+    assert expert_blocks, "the shipped constants cover the experts"
+    name = expert_blocks[0]
+    key = fusion.BLOCKS[name].keys[0]
+    stats = {**stats, "expert_sha256": {**stats["expert_sha256"], key: "0" * 64}}
+    with pytest.raises(WeightsError, match="measured with 0000"):
+        fusion._build([name], {key: {"w": torch.zeros(1)}}, stats)
+
+
+def test_shipped_constants_cover_every_block():
+    stats = fusion.read_stats()
+    assert set(stats["blocks"]) == set(fusion.BLOCKS)
+    for name, block in stats["blocks"].items():
+        for kind in ("timestamp", "scene"):
+            mean, std = block[kind]
+            assert mean.shape == std.shape and bool(torch.isfinite(mean).all()) and bool((std >= 0).all()), name
+
+
+def _need_experts():
+    missing = [
+        k for b in fusion.DEFAULT_BLOCKS for k in fusion.BLOCKS[b].keys if not (cache.cache_dir() / f"{k}.pt").exists()
+    ]
+    if missing:
+        pytest.skip(f"expert weights {missing} not in the cache: run tympan experts fetch")
+
+
+def test_default_fusion_and_its_packed_file_agree(tmp_path):
+    _need_experts()
+    model = fusion.load_model()
+    digest = fusion.pack(tmp_path / "fusion.pt")
+    assert digest == cache.sha256_file(tmp_path / "fusion.pt")
+    packed = fusion.load_model(str(tmp_path / "fusion.pt"))
+    audio = torch.randn(2, 16000 * 3, generator=torch.Generator().manual_seed(1)) * 0.1
+    a, ts = fusion.get_timestamp_embeddings(audio, model)
+    b, _ = fusion.get_timestamp_embeddings(audio, packed)
+    assert a.shape == (2, n_frames(48000), model.timestamp_embedding_size) and torch.equal(a, b)
+    assert torch.equal(ts[0], torch.arange(n_frames(48000), dtype=torch.float32) * 20)
+    s = fusion.get_scene_embeddings(audio, model)
+    assert s.shape == (2, model.scene_embedding_size) and torch.equal(s, fusion.get_scene_embeddings(audio, packed))
+    # batch independence: a sound's embedding does not depend on its neighbours
+    assert torch.allclose(fusion.get_scene_embeddings(audio[1:], model)[0], s[1], atol=1e-6)

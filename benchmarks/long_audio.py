@@ -67,7 +67,9 @@ def run(python: str, module: str, minutes: float, threads: int) -> dict:
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps(row), flush=True)  # each module as it finishes: a long run can be read while it goes
+    return row
 
 
 def main() -> None:

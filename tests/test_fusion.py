@@ -53,17 +53,19 @@ def test_blocks_are_aligned_frame_by_frame_and_scaled_by_width():
     assert torch.equal(ts[1], torch.arange(51.0) * 20)
     assert emb.shape == (2, 51, 20) and model.timestamp_embedding_size == 20
     k = torch.arange(51, dtype=torch.float32)[:, None]
-    # block a: (k - 1) / (2 * sqrt(4)); block b: (10 k - 1) / (2 * sqrt(16))
-    assert torch.allclose(emb[0, :, :4], ((k - 1) / (2 * math.sqrt(4))).expand(51, 4))
-    assert torch.allclose(emb[0, :, 4:], ((10 * k - 1) / (2 * math.sqrt(16))).expand(51, 16))
+    # widths 4 and 16: each block's share of variance is 20 / 2 = 10, so block a is scaled by
+    # sqrt(10 / 4) / 2 and block b by sqrt(10 / 16) / 2 after subtracting the mean 1
+    assert torch.allclose(emb[0, :, :4], ((k - 1) * math.sqrt(10 / 4) / 2).expand(51, 4))
+    assert torch.allclose(emb[0, :, 4:], ((10 * k - 1) * math.sqrt(10 / 16) / 2).expand(51, 16))
     scene = model.scene_embeddings(audio)
     assert scene.shape == (2, 20)
-    assert torch.allclose(scene[0, :4], torch.full((4,), 25.0 / (4 * 2)))
-    assert torch.allclose(scene[0, 4:], torch.full((16,), 250.0 / (4 * 4)))
+    assert torch.allclose(scene[0, :4], torch.full((4,), 25.0 * math.sqrt(10 / 4) / 4))
+    assert torch.allclose(scene[0, 4:], torch.full((16,), 250.0 * math.sqrt(10 / 16) / 4))
 
 
 def test_equal_variance_blocks_weigh_the_same_whatever_their_width():
-    """Standardised by their own stats, a 4-d and a 64-d block reach unit squared norm each."""
+    """Standardised by their own stats, a 4-d and a 64-d block reach the same squared norm,
+    (4 + 64) / 2 each: equal shares, unit variance per dimension on average."""
     gen = torch.Generator().manual_seed(0)
     x4, x64 = 5 + 3 * torch.randn(20000, 4, generator=gen), -2 + 0.1 * torch.randn(20000, 64, generator=gen)
     stats = {
@@ -73,7 +75,7 @@ def test_equal_variance_blocks_weigh_the_same_whatever_their_width():
     model = fusion.Fusion({"a": Ramp(4, 1, 1.0), "b": Ramp(64, 1, 1.0)}, stats)
     a = model._scaled("timestamp", "a", x4).square().sum(1).mean()
     b = model._scaled("timestamp", "b", x64).square().sum(1).mean()
-    assert a == pytest.approx(1.0, rel=0.02) and b == pytest.approx(1.0, rel=0.02)
+    assert a == pytest.approx(34.0, rel=0.02) and b == pytest.approx(34.0, rel=0.02)
 
 
 def test_blocks_that_disagree_on_frames_are_an_error():

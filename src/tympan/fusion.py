@@ -13,13 +13,20 @@ so fusing is a concatenation frame by frame; each block's scene embedding is its
 Scaling, so that no block dominates the downstream model by its size or its variance alone:
 each dimension is standardised with its mean and standard deviation measured on tympan's
 calibration audio (train/v0.py: 96 generated clips of noise, tones, bursts, clicks, chirps
-and silence at -60..0 dB), floored at STD_FLOOR; then the whole block is multiplied by
-1 / sqrt(its width). On the calibration audio every block therefore has an expected squared
-norm of 1 per frame (per clip for scene embeddings): a 2048-d block weighs as much as a
-256-d one, and a block of large raw values as much as one of small values. The constants
-are computed by `python -m tympan.train.fusion` into weights/fusion-v0.pt (shipped; CC BY
-4.0), which also records the SHA-256 of every expert state_dict they were measured with:
-loading them beside other weights is an error.
+and silence at -60..0 dB), floored at STD_FLOOR; then block b (width d_b, among n blocks of
+total width D) is multiplied by sqrt(D / n / d_b). On the calibration audio every block
+therefore has the same total variance, D / n, whether it has 256 or 1024 dimensions, and the
+whole embedding has unit variance per dimension on average (a first version scaled each
+block to a total variance of 1, i.e. 1 / sqrt(d_b); inputs that small slowed the downstream
+MLP's learning at HEAR's fixed learning rates: pitch_acc 0.812 against 0.830 now, same
+blocks). The constants are computed by `python -m tympan.train.fusion` into
+weights/fusion-v0.pt (shipped; CC BY 4.0), which also records the SHA-256 of every expert
+state_dict they were measured with: loading them beside other weights is an error.
+
+DEFAULT_BLOCKS (v0, crepe, fcpe) was chosen on the full offline suite (docs/experts.md):
+adding resemblyzer's block lowered pitch accuracy well beyond the seed noise (its few
+high-variance dimensions carry nothing about pitch and let the MLP overfit), and aisfx, the
+slowest expert, is left optional (the block "aisfx").
 """
 
 from __future__ import annotations
@@ -111,7 +118,7 @@ BLOCKS: dict[str, Block] = {
         Block("aisfx", ("aisfx",), _aisfx),
     )
 }
-DEFAULT_BLOCKS: tuple[str, ...] = ("v0", "crepe", "fcpe", "resemblyzer", "aisfx")
+DEFAULT_BLOCKS: tuple[str, ...] = ("v0", "crepe", "fcpe")
 
 
 def _zip_chunks(streams: list[Iterator[torch.Tensor]]) -> Iterator[list[torch.Tensor]]:
@@ -140,10 +147,14 @@ class Fusion(ExpertModel):
         super().__init__()
         self.blocks = torch.nn.ModuleDict(blocks)
         self.names = list(blocks)
-        for name in self.names:
-            for kind in ("timestamp", "scene"):
+        for kind in ("timestamp", "scene"):
+            # Each block gets a total variance of (total width / number of blocks): equal
+            # shares, and unit variance per dimension on average over the whole embedding
+            # (the downstream optimiser's step size assumes inputs of about unit scale).
+            share = sum(stats[n][kind][0].numel() for n in self.names) / len(self.names)
+            for name in self.names:
                 mean, std = stats[name][kind]
-                scale = 1.0 / (std.clamp_min(STD_FLOOR) * math.sqrt(mean.numel()))
+                scale = math.sqrt(share / mean.numel()) / std.clamp_min(STD_FLOOR)
                 self.register_buffer(f"{kind}_mean_{name.replace('-', '_')}", mean.float().clone())
                 self.register_buffer(f"{kind}_scale_{name.replace('-', '_')}", scale.float())
         self.timestamp_embedding_size = sum(self._stat("timestamp", "mean", n).numel() for n in self.names)

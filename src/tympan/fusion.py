@@ -23,10 +23,11 @@ blocks). The constants are computed by `python -m tympan.train.fusion` into
 weights/fusion-v0.pt (shipped; CC BY 4.0), which also records the SHA-256 of every expert
 state_dict they were measured with: loading them beside other weights is an error.
 
-DEFAULT_BLOCKS (v0, crepe, fcpe) was chosen on the full offline suite (docs/experts.md):
-adding resemblyzer's block lowered pitch accuracy well beyond the seed noise (its few
-high-variance dimensions carry nothing about pitch and let the MLP overfit), and aisfx, the
-slowest expert, is left optional (the block "aisfx").
+DEFAULT_BLOCKS (v0, crepe, fcpe, aisfx) was chosen on the full offline suite
+(docs/experts.md): adding resemblyzer's block lowered pitch accuracy well beyond the seed
+noise (its few high-variance dimensions carry nothing about pitch and let the MLP overfit),
+so it is optional (the block "resemblyzer"); without aisfx, the slowest expert, instrument
+family accuracy fell far below aisfx's own.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ BLOCKS: dict[str, Block] = {
         Block("aisfx", ("aisfx",), _aisfx),
     )
 }
-DEFAULT_BLOCKS: tuple[str, ...] = ("v0", "crepe", "fcpe")
+DEFAULT_BLOCKS: tuple[str, ...] = ("v0", "crepe", "fcpe", "aisfx")
 
 
 def _zip_chunks(streams: list[Iterator[torch.Tensor]]) -> Iterator[list[torch.Tensor]]:

@@ -146,3 +146,10 @@ def test_default_fusion_and_its_packed_file_agree(tmp_path):
     assert s.shape == (2, model.scene_embedding_size) and torch.equal(s, fusion.get_scene_embeddings(audio, packed))
     # batch independence: a sound's embedding does not depend on its neighbours
     assert torch.allclose(fusion.get_scene_embeddings(audio[1:], model)[0], s[1], atol=1e-6)
+
+
+def test_pack_command_names_bad_blocks(tmp_path, capsys):
+    from tympan.cli import main
+
+    assert main(["experts", "pack", "--out", str(tmp_path / "f.pt"), "--blocks", "v0,nope"]) == 1
+    assert "distinct names among" in capsys.readouterr().err and not (tmp_path / "f.pt").exists()

@@ -127,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     xp.add_argument("--out", required=True, help="the file to write, e.g. tympan-fusion.pt")
     xp.add_argument("--dir", default=None, help="cache folder to read the experts from")
+    xp.add_argument("--blocks", default=None,
+                    help="comma-separated fusion blocks, e.g. v0,crepe,fcpe (default: tympan.fusion.DEFAULT_BLOCKS)")
     return parser
 
 

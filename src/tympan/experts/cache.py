@@ -246,10 +246,11 @@ def main(args) -> int:
     if args.experts_command == "pack":
         from tympan import fusion
 
+        blocks = args.blocks.split(",") if args.blocks else None
         try:
-            digest = fusion.pack(args.out, args.dir)
-        except ExpertWeightsMissing as err:
-            print(f"tympan experts pack: {err}", file=sys.stderr)
+            digest = fusion.pack(args.out, args.dir, blocks)
+        except (ExpertWeightsMissing, WeightsError, ValueError) as err:
+            print(f"tympan experts pack: {err.args[0] if err.args else err}", file=sys.stderr)
             return 1
         print(f"wrote {args.out} (sha256 {digest})")
         return 0

@@ -356,7 +356,7 @@ def kill(argv: list, out: Path, sig: int, log: Path) -> tuple[dict, dict[str, in
     proc = start_cli(argv, log)
     wait_for_shards(out, 2, proc, log)
     proc.send_signal(sig)
-    code = proc.wait(timeout=60)
+    code = proc.wait(timeout=120)
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 130), log.read_text()[-3000:]
     after = manifest(out)
     assert 16 <= sum(s["rows"] for s in after["shards"]) < 62  # the job was left unfinished
@@ -391,7 +391,7 @@ def test_local_driver_killed_then_rerun_finishes_exactly_once(small_corpus, smal
     root, paths = small_corpus
     out = tmp_path / "out"
     argv = [root, "--out", out, "--module", "chaoshear", "--format", "parquet", "--batch-size", "4", "--shard-rows", "8"]
-    (chaos / "slow").write_text("0.3")
+    (chaos / "slow").write_text("1.0")  # seconds per batch: long enough to be caught mid-run on a loaded machine
     after, inodes = kill(argv, out, sig, tmp_path / "log")
     (chaos / "slow").unlink()
     finish(argv, out, paths, after, inodes, small_reference, f"local driver, {signal.Signals(sig).name}")

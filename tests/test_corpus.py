@@ -327,10 +327,13 @@ def small_reference(small_corpus, control, tmp_path_factory):
 
 
 def start_cli(argv: list, log: Path) -> subprocess.Popen:
+    # As a user at a terminal: SIGINT at its default. A test run started in the background
+    # (nohup ... &) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt.
     return subprocess.Popen(
         [sys.executable, "-m", "tympan.cli", "embed", *map(str, argv)],
         stdout=subprocess.DEVNULL,
         stderr=open(log, "w"),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 (only sets a signal)
     )
 
 

@@ -17,7 +17,7 @@ from tympan.experts.common import resample
 FIXTURES = Path(__file__).parent / "fixtures" / "experts"
 sys.path.insert(0, str(FIXTURES))
 
-from parity_audio import parity_audio
+from parity_audio import assert_parity, parity_audio
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +32,6 @@ def model():
         return A.load_model()
     except cache.ExpertWeightsMissing:
         pytest.skip("aisfx weights are not in the cache: run tympan experts fetch --expert aisfx")
-
-
-def assert_parity(ours: torch.Tensor, expected: np.ndarray) -> None:
-    ours = ours.detach().cpu().numpy()
-    assert ours.shape == expected.shape
-    err = np.abs(ours - expected).max()
-    assert err <= 1e-4 * np.abs(expected).max(), (
-        f"max |ours - ref| = {err:.3g}, max |ref| = {np.abs(expected).max():.3g}"
-    )
 
 
 def noise(n_sounds: int, n_samples: int, seed: int) -> torch.Tensor:

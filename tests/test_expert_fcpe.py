@@ -15,7 +15,7 @@ from tympan.experts import cache, fcpe
 
 FIXTURES = Path(__file__).parent / "fixtures" / "experts"
 sys.path.insert(0, str(FIXTURES))
-from parity_audio import parity_audio
+from parity_audio import assert_parity, parity_audio
 
 FETCH = "FCPE weights are not in the cache: run `tympan experts fetch --expert fcpe`"
 
@@ -40,14 +40,6 @@ def audio(ref) -> torch.Tensor:
     return torch.from_numpy(samples)
 
 
-def assert_close(ours, reference, name: str) -> None:
-    ours = np.asarray(ours, dtype=np.float64)
-    reference = np.asarray(reference, dtype=np.float64)
-    assert ours.shape == reference.shape, f"{name}: {ours.shape} vs {reference.shape}"
-    err, scale = np.abs(ours - reference).max(), np.abs(reference).max()
-    assert err <= 1e-4 * scale, f"{name}: max abs error {err:.3g} > 1e-4 x max|ref| {scale:.3g}"
-
-
 def test_native_parity(model, ref, audio):
     """torchfcpe's framing: its mel, last hidden state, salience and decoded f0."""
     out = fcpe.native_outputs(audio, model)
@@ -55,8 +47,8 @@ def test_native_parity(model, ref, audio):
     assert out["mel"].shape == (t, 128) and out["hidden"].shape == (t, 512) and out["salience"].shape == (t, 360)
     frames = ref["frames"]
     for key in ("mel", "hidden", "salience"):
-        assert_close(out[key][frames], ref[key], key)
-    assert_close(out["f0"], ref["f0"], "f0")
+        assert_parity(out[key][frames], ref[key], key)
+    assert_parity(out["f0"], ref["f0"], "f0")
 
 
 def test_grid_parity_whole_and_chunked(model, ref, audio):
@@ -66,17 +58,17 @@ def test_grid_parity_whole_and_chunked(model, ref, audio):
     assert emb.shape == (1, audio.shape[0] // 320 + 1, 512) and emb.dtype == torch.float32
     assert torch.equal(ts[0], torch.arange(emb.shape[1]) * 20.0)
     kept = ref["grid_frames"]
-    assert_close(emb[0, kept], ref["grid_hidden"], "grid hidden")
+    assert_parity(emb[0, kept], ref["grid_hidden"], "grid hidden")
     pairs = list(model.chunks(audio, salience=True))
     assert torch.equal(torch.cat([h for h, _ in pairs]), emb[0])
-    assert_close(torch.cat([s for _, s in pairs])[kept], ref["grid_salience"], "grid salience")
+    assert_parity(torch.cat([s for _, s in pairs])[kept], ref["grid_salience"], "grid salience")
 
     small = fcpe.FCPE(model.net).eval()
     small.chunk_frames = 25
     pairs = list(small.chunks(audio, salience=True))
     assert len(pairs) == -(-emb.shape[1] // 25)
-    assert_close(torch.cat([h for h, _ in pairs])[kept], ref["grid_hidden"], "grid hidden, 25-frame chunks")
-    assert_close(torch.cat([s for _, s in pairs])[kept], ref["grid_salience"], "grid salience, 25-frame chunks")
+    assert_parity(torch.cat([h for h, _ in pairs])[kept], ref["grid_hidden"], "grid hidden, 25-frame chunks")
+    assert_parity(torch.cat([s for _, s in pairs])[kept], ref["grid_salience"], "grid salience, 25-frame chunks")
 
 
 def test_scene_is_mean_and_std_of_the_grid_frames(model, noise):

@@ -173,3 +173,37 @@ def test_convert_round_trip_and_load_from_a_path(tmp_path):
     torch.save({"weights": state}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not aisfx's checkpoint"):
         A.convert(tmp_path / "other.pth")
+
+
+@pytest.fixture(scope="module")
+def local(model):
+    return A.local_from_state_dict(model.net.state_dict())
+
+
+def test_local_view_is_the_last_feature_map_of_the_whole_clip(local, monkeypatch):
+    """AisfxLocal (fusion block aisfx-local): frame k is the column of the network's feature map,
+    run once over the whole clip surrounded by silence, nearest to k * 20 ms; chunking changes nothing."""
+    sound = noise(1, 16000 * 9 + 77, seed=5)[0] * torch.linspace(0.1, 2.0, 16000 * 9 + 77)
+    n = A.n_frames(sound.shape[0])
+    monkeypatch.setattr(A, "LOCAL_CHUNK", 5)  # 9 s is 49 columns: ten chunks
+    with torch.no_grad():
+        emb, _ = A.get_timestamp_embeddings(sound[None], local)
+        column = A.AisfxLocal.column_of_frame(torch.arange(n))
+        # the reference: one spectrogram of the whole clip with LOCAL_MARGIN silent frames before,
+        # and enough after, through the network in one call
+        pad = A.LOCAL_MARGIN
+        n_cols = int(column[-1]) + 1
+        whole = resample(sound, 16000, 44100)
+        frames = A._zero_padded(whole, (-pad - 1) * A.FRAME_HOP, (n_cols * 8 + pad - 2) * A.FRAME_HOP + A.FRAME)
+        spec = local.spectrogram(frames.unfold(0, A.FRAME, A.FRAME_HOP))
+        ref = local.net.features(spec[None])[0, :, pad // 8 : pad // 8 + n_cols].T
+    assert emb.shape == (1, n, 512)
+    assert (emb[0] - ref[column]).abs().max() <= 1e-5 * ref.abs().max()
+    # nearest column: column c covers 44.1 kHz samples 8192 c - 1024 .. 8192 c + 8191, centre 8192 c + 3583.5
+    centres = column * 8192 + 3583.5
+    assert bool(((torch.arange(n) * A.GRID_HOP - centres).abs() <= 4096).all())
+    assert int(column[0]) == 0 and len(set(column.tolist())) == n_cols  # every column is used
+    # a column changes every 186 ms, not every 20 ms: it is local, and differs from its neighbours
+    assert not torch.equal(ref[10], ref[11])
+    # its scene embedding is aisfx's own
+    assert torch.equal(A.get_scene_embeddings(sound[None], local), A.get_scene_embeddings(sound[None], A.from_state_dict(local.net.state_dict())))

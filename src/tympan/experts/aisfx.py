@@ -208,14 +208,19 @@ class AisfxNet(nn.Module):
         sizes = (1, *CHANNELS)
         self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in itertools.pairwise(sizes))
 
-    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+    def features(self, spec: torch.Tensor) -> torch.Tensor:
+        """Normalised log-mel (B, T, 96) -> the last feature map averaged over frequency,
+        (B, 512, T // 8): one column per 8 spectrogram frames (three 2x2 poolings)."""
         # channels_last runs the convolutions about twice as fast on CPU (same results).
         x = spec[:, None].contiguous(memory_format=torch.channels_last)
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i < len(self.blocks) - 1:
                 x = F.max_pool2d(x, 2)
-        return x.mean(dim=3).amax(dim=2)
+        return x.mean(dim=3)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        return self.features(spec).amax(dim=2)
 
 
 def _zero_padded(x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
@@ -294,6 +299,55 @@ class Aisfx(ExpertModel):
         return (total / len(starts)).float()
 
 
+# The local view (AisfxLocal): the network's last feature map over the whole clip, column by column.
+LOCAL_STEP = 8  # spectrogram frames per column of the last feature map: 8192 samples, 186 ms
+# Frames of context computed and dropped on each side of a chunk of columns: more than the
+# network's reach (37 frames each side: 2 + 1 + 4 + 2 + 8 + 4 + 16 over its convolutions and
+# poolings), a multiple of LOCAL_STEP so that the poolings pair the same frames in every chunk.
+LOCAL_MARGIN = 48
+LOCAL_CHUNK = 256  # columns per network call (2048 frames, 47.6 s): about 50 MB per activation
+
+
+class AisfxLocal(Aisfx):
+    """aisfx's network read locally, for tympan.fusion's timestamp embeddings: 512-d frames
+    every 20 ms, frame k taking the column of the network's last feature map (mean over
+    frequency, before aisfx's max over the block's time) nearest to k * 20 ms. A column covers
+    8 spectrogram frames (186 ms) and sees 2 x 37 frames (1.7 s) of context; the clip is
+    taken as surrounded by silence, and the map is computed in chunks of LOCAL_CHUNK columns
+    with LOCAL_MARGIN frames of context each side, so its values do not depend on the chunk
+    size or the clip's length beyond that reach. A single pass over the clip: about a tenth of
+    the work of Aisfx's blocks every 220 ms, which overlap by 90 %. The scene embedding is
+    Aisfx's (the mean of the native block embeddings)."""
+
+    @staticmethod
+    def column_of_frame(k: torch.Tensor) -> torch.Tensor:
+        """Grid frame indices (k * 20 ms) -> index of the nearest feature-map column. Column c
+        covers spectrogram frames 8c .. 8c + 7, frame t centred on 44.1 kHz sample 1024 t - 1/2."""
+        centre = (k * GRID_HOP + 0.5) / FRAME_HOP  # in spectrogram frames
+        return torch.round((centre - (LOCAL_STEP - 1) / 2) / LOCAL_STEP).clamp_min(0).long()
+
+    def columns(self, span: Callable[[int, int], torch.Tensor], c0: int, c1: int) -> torch.Tensor:
+        """Columns c0 .. c1 - 1 of the feature map: (c1 - c0, 512). span(lo, hi) gives the samples."""
+        f0, f1 = c0 * LOCAL_STEP - LOCAL_MARGIN, c1 * LOCAL_STEP + LOCAL_MARGIN
+        audio = span((f0 - 1) * FRAME_HOP, (f1 - 2) * FRAME_HOP + FRAME)  # frame t starts at 1024 (t - 1)
+        spec = self.spectrogram(audio.unfold(0, FRAME, FRAME_HOP))  # (f1 - f0, 96)
+        skip = LOCAL_MARGIN // LOCAL_STEP
+        return self.net.features(spec[None])[0, :, skip : skip + c1 - c0].T
+
+    def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
+        """sound (n_samples,) at 16 kHz -> yields (n, 512) for consecutive grid frames."""
+        n = n_frames(sound.shape[0])
+        span = resampled_spans(sound)
+        column = self.column_of_frame(torch.arange(n, device=self._device()))
+        n_columns = int(column[-1]) + 1
+        k0 = 0
+        for c0 in range(0, n_columns, LOCAL_CHUNK):
+            c1 = min(n_columns, c0 + LOCAL_CHUNK)
+            k1 = int(torch.searchsorted(column, c1))
+            yield self.columns(span, c0, c1)[column[k0:k1] - c0]
+            k0 = k1
+
+
 def _native_audio(audio, model: Aisfx) -> torch.Tensor:
     return model._checked(torch.as_tensor(audio)[None])[0]
 
@@ -322,6 +376,13 @@ def native_embeddings(audio, model: Aisfx, hop: float = NATIVE_HOP) -> torch.Ten
 def from_state_dict(state: dict[str, torch.Tensor]) -> Aisfx:
     """The HEAR model from a converted state_dict (convert()), in eval mode."""
     model = Aisfx()
+    model.net.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def local_from_state_dict(state: dict[str, torch.Tensor]) -> AisfxLocal:
+    """The local view (AisfxLocal) from a converted state_dict, in eval mode."""
+    model = AisfxLocal()
     model.net.load_state_dict(state, strict=True)
     return model.eval()
 

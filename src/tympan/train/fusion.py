@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -54,13 +55,29 @@ def measure(directory=None, blocks=None, log=print) -> dict:
     }
 
 
+def merge(old: dict, new: dict) -> dict:
+    """old's constants with new's blocks added or replaced; both must have been measured with
+    the same weights of every expert they share."""
+    for key in set(old["expert_sha256"]) & set(new["expert_sha256"]):
+        if old["expert_sha256"][key] != new["expert_sha256"][key]:
+            raise SystemExit(f"expert {key!r} has other weights than the constants kept; measure every block again")
+    return {
+        **old,
+        "blocks": {**old["blocks"], **new["blocks"]},
+        "expert_sha256": {**old["expert_sha256"], **new["expert_sha256"]},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(fusion.STATS_FILE))
     parser.add_argument("--dir", default=None, help="experts cache folder")
-    parser.add_argument("--block", action="append", help="only these blocks (default: all)")
+    parser.add_argument("--block", action="append",
+                        help="measure only these blocks and keep the others' constants from --out (default: all)")
     args = parser.parse_args(argv)
     stats = measure(args.dir, args.block)
+    if args.block and Path(args.out).exists():
+        stats = merge(fusion.read_stats(args.out), stats)
     atomic_write(args.out, lambda f: torch.save(stats, f))
     print(f"wrote {args.out}")
 

@@ -50,7 +50,6 @@ def main() -> int:
     sources = dict(b.split("=", 1) for b in args.block)
     if list(sources) != model.names:
         raise SystemExit(f"--block names {list(sources)} must be the packed blocks in order: {model.names}")
-    # scene-only blocks (name/scene) are read for the scene tasks only
     rng = random.Random(0)
     worst = 0.0
     for path in list_tasks(Path(args.tasks)):
@@ -68,7 +67,7 @@ def main() -> int:
             files = list(task.labels[split])
             for f in files:
                 parts = []
-                for block in model.names if kind == "scene" else model.timestamp_names:
+                for block in model.names:
                     e = torch.from_numpy(np.load(Path(sources[block]) / task.name / split / f"{f}.embedding.npy"))
                     parts.append(model._scaled(kind, block, e))
                 fused = torch.cat(parts, dim=-1).numpy()

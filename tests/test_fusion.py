@@ -63,37 +63,6 @@ def test_blocks_are_aligned_frame_by_frame_and_scaled_by_width():
     assert torch.allclose(scene[0, 4:], torch.full((16,), 250.0 * math.sqrt(10 / 16) / 4))
 
 
-def test_a_scene_only_block_joins_the_scene_embedding_and_not_the_timestamps():
-    class NoFrames(Ramp):
-        def chunks(self, sound):
-            raise AssertionError("a scene-only block is not asked for frames")
-
-        def scene(self, sound):
-            return torch.full((16,), 7.0)
-
-    blocks = {"a": Ramp(4, 7, 1.0), "b": NoFrames(16, 50, 10.0)}
-    model = fusion.Fusion(blocks, _stats({"a": 4, "b": 16}), scene_only=["b"]).eval()
-    assert model.specs == ["a", "b/scene"] and model.timestamp_names == ["a"]
-    emb, _ = model.timestamp_embeddings(torch.zeros(1, 16000))
-    k = torch.arange(51, dtype=torch.float32)[:, None]
-    # alone in the timestamps, block a gets the whole variance share, its own width 4
-    assert emb.shape == (1, 51, 4) and model.timestamp_embedding_size == 4
-    assert torch.allclose(emb[0], ((k - 1) * math.sqrt(4 / 4) / 2).expand(51, 4))
-    scene = model.scene_embeddings(torch.zeros(1, 16000))
-    assert scene.shape == (1, 20) and model.scene_embedding_size == 20
-    assert torch.allclose(scene[0, 4:], torch.full((16,), 7.0 * math.sqrt(10 / 16) / 4))
-    with pytest.raises(ValueError, match="keep one for the timestamps"):
-        fusion.Fusion(blocks, _stats({"a": 4, "b": 16}), scene_only=["a", "b"])
-
-
-def test_block_specs_parse_and_bad_ones_name_the_fix():
-    assert fusion.parse_spec("aisfx/scene") == ("aisfx", False) and fusion.parse_spec("v0") == ("v0", True)
-    with pytest.raises(ValueError, match="followed by /scene"):
-        fusion.pack("never-written.pt", blocks=["v0", "v0/scene"])
-    with pytest.raises(ValueError, match="keep one for the timestamps"):
-        fusion.pack("never-written.pt", blocks=["v0/scene"])
-
-
 def test_equal_variance_blocks_weigh_the_same_whatever_their_width():
     """Standardised by their own stats, a 4-d and a 64-d block reach the same squared norm,
     (4 + 64) / 2 each: equal shares, unit variance per dimension on average."""
@@ -127,7 +96,8 @@ def test_unknown_blocks_and_missing_files_name_the_fix(tmp_path, monkeypatch):
     (tmp_path / "junk.pt").write_bytes(b"not torch")
     with pytest.raises(WeightsError, match="tympan experts pack"):
         fusion.load_model(str(tmp_path / "junk.pt"))
-    if fusion._keys(fusion.DEFAULT_BLOCKS):
+    expert_blocks = [b for b in fusion.DEFAULT_BLOCKS if fusion.BLOCKS[b].keys]
+    if expert_blocks:
         monkeypatch.setenv("TYMPAN_EXPERTS_DIR", str(tmp_path / "empty"))
         with pytest.raises(cache.ExpertWeightsMissing, match="tympan experts fetch"):
             fusion.load_model()
@@ -154,7 +124,9 @@ def test_shipped_constants_cover_every_block():
 
 
 def _need_experts():
-    missing = [k for k in fusion._keys(fusion.DEFAULT_BLOCKS) if not (cache.cache_dir() / f"{k}.pt").exists()]
+    missing = [
+        k for b in fusion.DEFAULT_BLOCKS for k in fusion.BLOCKS[b].keys if not (cache.cache_dir() / f"{k}.pt").exists()
+    ]
     if missing:
         pytest.skip(f"expert weights {missing} not in the cache: run tympan experts fetch")
 

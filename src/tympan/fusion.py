@@ -107,12 +107,6 @@ def _aisfx(states: dict) -> torch.nn.Module:
     return aisfx.from_state_dict(states["aisfx"])
 
 
-def _aisfx_local(states: dict) -> torch.nn.Module:
-    from tympan.experts import aisfx
-
-    return aisfx.local_from_state_dict(states["aisfx"])
-
-
 BLOCKS: dict[str, Block] = {
     b.name: b
     for b in (
@@ -123,20 +117,9 @@ BLOCKS: dict[str, Block] = {
         Block("fcpe+salience", ("fcpe",), lambda states: WithSalience(_fcpe(states))),
         Block("resemblyzer", ("resemblyzer",), _resemblyzer),
         Block("aisfx", ("aisfx",), _aisfx),
-        Block("aisfx-local", ("aisfx",), _aisfx_local),
     )
 }
 DEFAULT_BLOCKS: tuple[str, ...] = ("v0", "crepe", "fcpe", "aisfx")
-
-
-SCENE_ONLY = "/scene"  # a block spec "name/scene": the block joins the scene embedding only
-
-
-def parse_spec(spec: str) -> tuple[str, bool]:
-    """A block spec -> (block name, whether it joins the timestamp embeddings): "aisfx" ->
-    ("aisfx", True), "aisfx/scene" -> ("aisfx", False)."""
-    name = spec.removesuffix(SCENE_ONLY)
-    return name, name == spec
 
 
 def _zip_chunks(streams: list[Iterator[torch.Tensor]]) -> Iterator[list[torch.Tensor]]:
@@ -159,71 +142,49 @@ def _zip_chunks(streams: list[Iterator[torch.Tensor]]) -> Iterator[list[torch.Te
 
 
 class Fusion(ExpertModel):
-    """The fused HEAR model. blocks: name -> module; stats: per block "timestamp"/"scene" (mean,
-    std); scene_only: the names of blocks left out of the timestamp embeddings."""
+    """The fused HEAR model. blocks: name -> module; stats: per block "timestamp"/"scene" (mean, std)."""
 
-    def __init__(
-        self,
-        blocks: dict[str, torch.nn.Module],
-        stats: dict[str, dict[str, tuple[torch.Tensor, ...]]],
-        scene_only=(),
-    ):
+    def __init__(self, blocks: dict[str, torch.nn.Module], stats: dict[str, dict[str, tuple[torch.Tensor, ...]]]):
         super().__init__()
         self.blocks = torch.nn.ModuleDict(blocks)
-        self.names = list(blocks)  # in the scene embedding, in this order
-        self.timestamp_names = [n for n in self.names if n not in set(scene_only)]
-        if not self.timestamp_names:
-            raise ValueError(f"fusion blocks {self.names}: every block is scene-only; keep one for the timestamps")
-        for kind, names in (("timestamp", self.timestamp_names), ("scene", self.names)):
+        self.names = list(blocks)
+        for kind in ("timestamp", "scene"):
             # Each block gets a total variance of (total width / number of blocks): equal
             # shares, and unit variance per dimension on average over the whole embedding
             # (the downstream optimiser's step size assumes inputs of about unit scale).
-            share = sum(stats[n][kind][0].numel() for n in names) / len(names)
-            for name in names:
+            share = sum(stats[n][kind][0].numel() for n in self.names) / len(self.names)
+            for name in self.names:
                 mean, std = stats[name][kind]
                 scale = math.sqrt(share / mean.numel()) / std.clamp_min(STD_FLOOR)
                 self.register_buffer(f"{kind}_mean_{name.replace('-', '_')}", mean.float().clone())
                 self.register_buffer(f"{kind}_scale_{name.replace('-', '_')}", scale.float())
-        self.timestamp_embedding_size = sum(self._stat("timestamp", "mean", n).numel() for n in self.timestamp_names)
+        self.timestamp_embedding_size = sum(self._stat("timestamp", "mean", n).numel() for n in self.names)
         self.scene_embedding_size = sum(self._stat("scene", "mean", n).numel() for n in self.names)
-
-    @property
-    def specs(self) -> list[str]:
-        """The block specs this model was built from, e.g. ["v0", "crepe", "fcpe", "aisfx/scene"]."""
-        return [n if n in self.timestamp_names else n + SCENE_ONLY for n in self.names]
 
     def _stat(self, kind: str, what: str, name: str) -> torch.Tensor:
         return getattr(self, f"{kind}_{what}_{name.replace('-', '_')}")
 
     def _device(self) -> torch.device:
-        return self._stat("timestamp", "mean", self.timestamp_names[0]).device
+        return self._stat("timestamp", "mean", self.names[0]).device
 
     def _scaled(self, kind: str, name: str, x: torch.Tensor) -> torch.Tensor:
         return (x - self._stat(kind, "mean", name)) * self._stat(kind, "scale", name)
 
     def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
-        streams = [iter(self.blocks[name].chunks(sound)) for name in self.timestamp_names]
+        streams = [iter(self.blocks[name].chunks(sound)) for name in self.names]
         for parts in _zip_chunks(streams):
-            yield torch.cat(
-                [self._scaled("timestamp", n, p) for n, p in zip(self.timestamp_names, parts, strict=True)], dim=1
-            )
+            yield torch.cat([self._scaled("timestamp", n, p) for n, p in zip(self.names, parts, strict=True)], dim=1)
 
     def scene(self, sound: torch.Tensor) -> torch.Tensor:
         return torch.cat([self._scaled("scene", n, self.blocks[n].scene(sound).float()) for n in self.names])
 
 
-def _check_blocks(specs) -> list[str]:
-    specs = list(specs)
-    names = [parse_spec(s)[0] for s in specs]
+def _check_blocks(names) -> list[str]:
+    names = list(names)
     unknown = [n for n in names if n not in BLOCKS]
     if unknown or not names or len(set(names)) != len(names):
-        raise ValueError(
-            f"fusion blocks {specs}: use distinct names among {sorted(BLOCKS)}, each optionally "
-            f"followed by {SCENE_ONLY} (in the scene embedding only)"
-        )
-    if all(not parse_spec(s)[1] for s in specs):
-        raise ValueError(f"fusion blocks {specs}: every block is {SCENE_ONLY}; keep one for the timestamps")
-    return specs
+        raise ValueError(f"fusion blocks {names}: use distinct names among {sorted(BLOCKS)}")
+    return names
 
 
 def read_stats(path: str | os.PathLike = STATS_FILE) -> dict:
@@ -235,17 +196,11 @@ def read_stats(path: str | os.PathLike = STATS_FILE) -> dict:
     return payload
 
 
-def _keys(specs) -> set[str]:
-    return {k for s in specs for k in BLOCKS[parse_spec(s)[0]].keys}
-
-
 def _states(keys, directory=None) -> dict[str, dict[str, torch.Tensor]]:
     return {key: cache.load_state_dict(key, directory) for key in keys}
 
 
-def _build(specs: list[str], states: dict[str, dict[str, torch.Tensor]], stats: dict) -> Fusion:
-    names = [parse_spec(s)[0] for s in specs]
-    scene_only = [n for n, s in zip(names, specs, strict=True) if not parse_spec(s)[1]]
+def _build(names: list[str], states: dict[str, dict[str, torch.Tensor]], stats: dict) -> Fusion:
     for name in names:
         if name not in stats["blocks"]:
             raise WeightsError(f"no scaling constants for block {name!r}; rebuild them: python -m tympan.train.fusion")
@@ -258,7 +213,7 @@ def _build(specs: list[str], states: dict[str, dict[str, torch.Tensor]], stats: 
                     f"{want[:16]}...; fetch the pinned weights again (tympan experts fetch) or rebuild the constants"
                 )
     blocks = {name: BLOCKS[name].build(states) for name in names}
-    return Fusion(blocks, {name: stats["blocks"][name] for name in names}, scene_only).eval()
+    return Fusion(blocks, {name: stats["blocks"][name] for name in names}).eval()
 
 
 def load_model(model_file_path: str = "") -> Fusion:
@@ -266,9 +221,9 @@ def load_model(model_file_path: str = "") -> Fusion:
     in the package. A path: a file written by `tympan experts pack` (self-contained).
     Raises ExpertWeightsMissing (with the fetch command) or WeightsError."""
     if not model_file_path:
-        specs = list(DEFAULT_BLOCKS)
-        states = _states(_keys(specs))
-        return _build(specs, states, read_stats())
+        names = list(DEFAULT_BLOCKS)
+        states = _states({k for n in names for k in BLOCKS[n].keys})
+        return _build(names, states, read_stats())
     path = Path(model_file_path)
     if not path.is_file():
         raise WeightsError(f"fusion file not found: {str(path)!r}; write one with `tympan experts pack --out FILE`")
@@ -288,19 +243,18 @@ def load_model(model_file_path: str = "") -> Fusion:
 def pack(out: str | os.PathLike, directory: str | os.PathLike | None = None, blocks=None) -> str:
     """Write one file holding the fusion of `blocks` (default DEFAULT_BLOCKS): the experts'
     state_dicts from the cache and the scaling constants. Returns the file's SHA-256."""
-    specs = _check_blocks(blocks or DEFAULT_BLOCKS)
-    states = _states(_keys(specs), directory)
+    names = _check_blocks(blocks or DEFAULT_BLOCKS)
+    states = _states({k for n in names for k in BLOCKS[n].keys}, directory)
     stats = read_stats()
-    _build(specs, states, stats)  # refuse to pack what would not load
-    payload = {"format": PACK_FORMAT, "blocks": specs, "states": states, "stats": stats}
+    _build(names, states, stats)  # refuse to pack what would not load
+    payload = {"format": PACK_FORMAT, "blocks": names, "states": states, "stats": stats}
     atomic_write(out, lambda f: torch.save(payload, f))
     return cache.sha256_file(out)
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: Fusion) -> tuple[torch.Tensor, torch.Tensor]:
     """audio (n_sounds, n_samples) at 16 kHz -> embeddings (n_sounds, n_frames, D) float32 and
-    timestamps (n_sounds, n_frames) ms, n_frames = n_samples // 320 + 1; D = sum of the widths
-    of the blocks that are not scene-only."""
+    timestamps (n_sounds, n_frames) ms, n_frames = n_samples // 320 + 1; D = sum of block widths."""
     return model.timestamp_embeddings(audio)
 
 

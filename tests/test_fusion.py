@@ -78,6 +78,23 @@ def test_equal_variance_blocks_weigh_the_same_whatever_their_width():
     assert a == pytest.approx(34.0, rel=0.02) and b == pytest.approx(34.0, rel=0.02)
 
 
+def test_a_block_is_scaled_whole_keeping_its_dimensions_relative_scales():
+    """One number per block: a 2-d block whose dimensions vary 1 and 10 keeps that ratio, and
+    its total variance is still the share (2 + 3) / 2 of the 3-d block beside it."""
+    gen = torch.Generator().manual_seed(0)
+    x2 = torch.randn(20000, 2, generator=gen) * torch.tensor([1.0, 10.0])
+    x3 = 4 + 0.5 * torch.randn(20000, 3, generator=gen)
+    stats = {
+        "a": {"timestamp": (x2.mean(0), x2.std(0)), "scene": (torch.zeros(2), torch.ones(2))},
+        "b": {"timestamp": (x3.mean(0), x3.std(0)), "scene": (torch.zeros(3), torch.ones(3))},
+    }
+    model = fusion.Fusion({"a": Ramp(2, 1, 1.0), "b": Ramp(3, 1, 1.0)}, stats)
+    a = model._scaled("timestamp", "a", x2)
+    assert a.std(0)[1] / a.std(0)[0] == pytest.approx(10.0, rel=0.03)
+    assert a.var(0).sum() == pytest.approx(2.5, rel=0.02)
+    assert model._scaled("timestamp", "b", x3).var(0).sum() == pytest.approx(2.5, rel=0.02)
+
+
 def test_blocks_that_disagree_on_frames_are_an_error():
     class Short(Ramp):
         def chunks(self, sound):

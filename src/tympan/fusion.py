@@ -11,15 +11,21 @@ so fusing is a concatenation frame by frame; each block's scene embedding is its
 (v0: mean + std; resemblyzer: its utterance embedding; ...), concatenated the same way.
 
 Scaling, so that no block dominates the downstream model by its size or its variance alone:
-each dimension is standardised with its mean and standard deviation measured on tympan's
-calibration audio (train/v0.py: 96 generated clips of noise, tones, bursts, clicks, chirps
-and silence at -60..0 dB), floored at STD_FLOOR; then block b (width d_b, among n blocks of
-total width D) is multiplied by sqrt(D / n / d_b). On the calibration audio every block
-therefore has the same total variance, D / n, whether it has 256 or 1024 dimensions, and the
-whole embedding has unit variance per dimension on average (a first version scaled each
-block to a total variance of 1, i.e. 1 / sqrt(d_b); inputs that small slowed the downstream
-MLP's learning at HEAR's fixed learning rates: pitch_acc 0.812 against 0.830 now, same
-blocks). The constants are computed by `python -m tympan.train.fusion` into
+each dimension is centred on its mean over tympan's calibration audio (train/v0.py: 96
+generated clips of noise, tones, bursts, clicks, chirps and silence at -60..0 dB), then
+block b is multiplied by one number, sqrt(D / n) / sigma_b, where sigma_b^2 is the block's
+total variance on that audio (the sum of its dimensions' variances), n the number of blocks
+and D their total width. On the calibration audio every block therefore has the same total
+variance, D / n, whether it has 256 or 1024 dimensions, and the whole embedding unit
+variance per dimension on average (the downstream MLP's fixed learning rates assume inputs
+of about unit scale: blocks scaled to a total variance of 1 learned more slowly, pitch_acc
+0.812 against 0.830). Within a block the dimensions keep the expert's own relative scales.
+A first version standardised every dimension instead, which gives each of the fusion's
+thousands of dimensions the same variance, so that dimensions an expert barely uses weigh as
+much as its main ones (on the pitch task's training clips fcpe's 5 largest dimensions hold
+21 % of its block's variance when the block is scaled whole, 2 % when standardised); on the
+offline suite it scored 2-5 points lower on music-speech and pitch, same blocks and seeds
+(docs/experts.md). The constants are computed by `python -m tympan.train.fusion` into
 weights/fusion-v0.pt (shipped; CC BY 4.0), which also records the SHA-256 of every expert
 state_dict they were measured with: loading them beside other weights is an error.
 
@@ -54,7 +60,7 @@ __all__ = ["BLOCKS", "Fusion", "get_scene_embeddings", "get_timestamp_embeddings
 STATS_FILE = Path(__file__).parent / "weights" / "fusion-v0.pt"
 STATS_FORMAT = "tympan-fusion-stats/1"
 PACK_FORMAT = "tympan-fusion/1"
-STD_FLOOR = 1e-3  # as train/v0.py: a dimension that barely moves is not amplified into noise
+STD_FLOOR = 1e-3  # as train/v0.py: a block that barely moves is not amplified into noise
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,8 @@ class Fusion(ExpertModel):
             share = sum(stats[n][kind][0].numel() for n in self.names) / len(self.names)
             for name in self.names:
                 mean, std = stats[name][kind]
-                scale = math.sqrt(share / mean.numel()) / std.clamp_min(STD_FLOOR)
+                sigma = float(std.double().square().sum().sqrt())  # the block's total std
+                scale = torch.full_like(mean, math.sqrt(share) / max(sigma, STD_FLOOR))
                 self.register_buffer(f"{kind}_mean_{name.replace('-', '_')}", mean.float().clone())
                 self.register_buffer(f"{kind}_scale_{name.replace('-', '_')}", scale.float())
         self.timestamp_embedding_size = sum(self._stat("timestamp", "mean", n).numel() for n in self.names)

@@ -7,7 +7,7 @@
     tympan evaluate tympan.fusion --model fusion.pt --tasks tasks-full --out baselines-full/tympan.fusion=...
 
 Why: the fusion's embedding of a clip is, by construction, the concatenation of its blocks'
-HEAR embeddings, each standardised and scaled (fusion.py). When every block has already been
+HEAR embeddings, each centred and scaled (fusion.py). When every block has already been
 embedded over the suite (each expert is also evaluated alone), recomputing all the experts
 inside the fusion would double hours of CPU work on this 2-core machine. This script applies
 the packed fusion model's own scaling (Fusion._scaled) to the stored block embeddings and

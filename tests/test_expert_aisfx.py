@@ -177,7 +177,9 @@ def test_convert_round_trip_and_load_from_a_path(tmp_path):
 
 @pytest.fixture(scope="module")
 def local(model):
-    return A.local_from_state_dict(model.net.state_dict())
+    local = A.load_model("local")  # the HEAR module's name for the local view
+    assert isinstance(local, A.AisfxLocal) and torch.equal(local.net.blocks[0].conv1.weight, model.net.blocks[0].conv1.weight)
+    return local
 
 
 def test_local_view_is_the_last_feature_map_of_the_whole_clip(local, monkeypatch):

@@ -3,6 +3,7 @@
     model = tympan.experts.aisfx.load_model()   # after `tympan experts fetch --expert aisfx`
     emb, ts = tympan.experts.aisfx.get_timestamp_embeddings(audio, model)  # (n, frames, 512)
     scene = tympan.experts.aisfx.get_scene_embeddings(audio, model)        # (n, 512)
+    local = tympan.experts.aisfx.load_model("local")  # frames from the last feature map (AisfxLocal)
 
 Model weights: Alison Bernice Ma and Alexander Lerch, "Representation Learning for the
 Automatic Indexing of Sound Effects Libraries", ISMIR 2022 (https://github.com/alisonbma/aisfx),
@@ -390,7 +391,11 @@ def local_from_state_dict(state: dict[str, torch.Tensor]) -> AisfxLocal:
 def load_model(model_file_path: str = "") -> Aisfx:
     """The HEAR model in eval mode. An empty path loads the converted weights from the experts'
     cache (raises ExpertWeightsMissing, naming `tympan experts fetch`, when they are not there);
-    a path loads that converted file."""
+    "local" loads the same weights as the local view (AisfxLocal: a 186 ms column of the last
+    feature map per frame, tympan.fusion's block aisfx-local); another path loads that
+    converted file."""
+    if model_file_path == "local":
+        return local_from_state_dict(cache.load_state_dict(CACHE_KEY))
     state = cache.load_file(model_file_path) if model_file_path else cache.load_state_dict(CACHE_KEY)
     return from_state_dict(state)
 

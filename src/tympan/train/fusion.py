@@ -6,8 +6,8 @@ Runs every block of tympan.fusion.BLOCKS (the experts from the cache: `tympan ex
 over tympan's calibration audio (train/v0.py: 96 generated clips of 4 s, seeded) and records
 the mean and standard deviation of each dimension of the timestamp embeddings (over all
 frames) and of the scene embeddings (over the clips), with the state_dict SHA-256 of every
-expert they were measured with. Fusion standardises with them and divides each block by the
-square root of its width (fusion.py says why).
+expert they were measured with. Fusion centres each dimension on its mean and scales each
+block whole by its total standard deviation (fusion.py says why).
 """
 
 from __future__ import annotations

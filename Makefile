@@ -65,7 +65,8 @@ bench: venv peers
 bench-experts: venv peers experts
 	$(PY) benchmarks/long_audio.py --peers-python $(PEERS)/bin/python --module tympan \
 		--module tympan.experts.crepe=tiny --module tympan.experts.crepe=full --module tympan.experts.fcpe \
-		--module tympan.experts.resemblyzer --module tympan.experts.aisfx --module tympan.fusion
+		--module tympan.experts.resemblyzer --module tympan.experts.aisfx --module tympan.experts.aisfx=local \
+		--module tympan.fusion
 
 baselines: tasks peers
 	$(PY) scripts/suite_baselines.py --tasks tasks-$(SUITE) --out baselines-$(SUITE) \

@@ -30,14 +30,13 @@ weights/fusion-v0.pt (shipped; CC BY 4.0), which also records the SHA-256 of eve
 state_dict they were measured with: loading them beside other weights is an error.
 
 DEFAULT_BLOCKS (v0, crepe, fcpe, aisfx-local) was chosen on the full offline suite
-(docs/experts.md). Adding resemblyzer's block lowered pitch accuracy well beyond the seed
-noise (its few high-variance dimensions carry nothing about pitch and let the MLP overfit),
+(docs/experts.md). Adding resemblyzer's block lowered pitch accuracy beyond the seed noise,
 so it is optional (the block "resemblyzer"). Without aisfx, instrument family accuracy fell
 far below aisfx's own. aisfx's HEAR timestamps (a 2.35 s block every 220 ms) cost note-onset
-F-measure (0.50 against v0's 0.53, two seeds each), so the fusion reads aisfx locally
-instead ("aisfx-local": the network's last feature map, a 186 ms column per frame, in one pass
-over the clip, about ten times cheaper), which kept onsets within noise of v0 and raised
-sound events; its scene embedding is aisfx's own. The block "aisfx" remains available.
+F-measure (0.50 against v0's 0.53), so the fusion reads aisfx locally instead ("aisfx-local":
+the network's last feature map, a 186 ms column per frame, in one pass over the clip, about
+a ninth of the cost), which raised onsets and sound events; its scene embedding is aisfx's
+own. The block "aisfx" remains available.
 """
 
 from __future__ import annotations

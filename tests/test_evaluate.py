@@ -204,3 +204,21 @@ def test_report_pools_seeds_of_the_same_module_and_weights():
     assert "| task | metric | m | f=a | f=b |" in md
     # m: mean of 0.5 and 0.7, sample std 0.1414, two scores; f=a and f=b stay apart (other weights)
     assert "| t | top1_acc | 0.600 ± 0.141 (2) | 0.900 ± 0.000 (1) | 0.200 ± 0.000 (1) |" in md
+
+
+def test_weights_hash_for_a_file_and_for_a_name_the_module_resolves(tmp_path):
+    """load_model's argument may be a file (hashed) or a name such as crepe's "full" or aisfx's
+    "local" (no file: the loaded state_dict is hashed), never an error after a finished run."""
+    import hashlib
+
+    import torch
+
+    from tympan.model import state_dict_sha256
+
+    f = tmp_path / "w.pt"
+    f.write_bytes(b"weights")
+    net = torch.nn.Linear(2, 3)
+    assert ev._weights_sha256(net, str(f)) == hashlib.sha256(b"weights").hexdigest()
+    by_name = ev._weights_sha256(net, "local")
+    assert by_name == state_dict_sha256(net.state_dict()) and len(by_name) == 64
+    assert ev._weights_sha256(net, "") is None

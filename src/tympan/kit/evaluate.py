@@ -280,8 +280,13 @@ def _git_revision() -> str | None:
 def _weights_sha256(model, model_path: str) -> str | None:
     if getattr(model, "weights_sha256", ""):
         return model.weights_sha256
-    if model_path:
+    if model_path and Path(model_path).is_file():
         return hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    if model_path and isinstance(model, torch.nn.Module):
+        # a name the module resolves itself (crepe's "full", aisfx's "local"): hash what it loaded
+        from tympan.model import state_dict_sha256
+
+        return state_dict_sha256(model.state_dict())
     return None
 
 

@@ -42,7 +42,9 @@ def _label(run: dict, runs: list[dict]) -> str:
         return run["module"]
     if run.get("model_path"):
         return f"{run['module']}={Path(run['model_path']).stem}"
-    return f"{run['module']} ({(run.get('weights_sha256') or '?')[:8]})"
+    if run.get("weights_sha256"):
+        return f"{run['module']} ({run['weights_sha256'][:8]})"
+    return run["module"]  # its default weights, beside the same module given a model argument
 
 
 def columns(runs: list[dict]) -> list[tuple[str, list[dict]]]:

@@ -208,4 +208,5 @@ def test_local_view_is_the_last_feature_map_of_the_whole_clip(local, monkeypatch
     # a column changes every 186 ms, not every 20 ms: it is local, and differs from its neighbours
     assert not torch.equal(ref[10], ref[11])
     # its scene embedding is aisfx's own
-    assert torch.equal(A.get_scene_embeddings(sound[None], local), A.get_scene_embeddings(sound[None], A.from_state_dict(local.net.state_dict())))
+    blocks = A.from_state_dict(local.net.state_dict())
+    assert torch.equal(A.get_scene_embeddings(sound[None], local), A.get_scene_embeddings(sound[None], blocks))

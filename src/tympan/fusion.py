@@ -31,8 +31,8 @@ state_dict they were measured with: loading them beside other weights is an erro
 
 DEFAULT_BLOCKS (v0, crepe, fcpe, aisfx-local) was chosen on the full offline suite
 (docs/experts.md). Adding resemblyzer's block lowered pitch accuracy (0.883 against 0.909,
-three seeds) without raising music-speech, so it is optional (the block "resemblyzer"). Without aisfx, instrument family accuracy fell
-far below aisfx's own. aisfx's HEAR timestamps (a 2.35 s block every 220 ms) cost note-onset
+three seeds) without raising music-speech, so it is optional (the block "resemblyzer").
+Without aisfx, instrument family accuracy fell far below aisfx's own. aisfx's HEAR timestamps (a 2.35 s block every 220 ms) cost note-onset
 F-measure (0.50 against v0's 0.53), so the fusion reads aisfx locally instead ("aisfx-local":
 the network's last feature map, a 186 ms column per frame, in one pass over the clip, about
 a ninth of the cost), which raised onsets and sound events; its scene embedding is aisfx's
@@ -119,7 +119,7 @@ def _aisfx(states: dict) -> torch.nn.Module:
 def _aisfx_local(states: dict) -> torch.nn.Module:
     from tympan.experts import aisfx
 
-    return aisfx.local_from_state_dict(states["aisfx"])
+    return aisfx.from_state_dict(states["aisfx"], aisfx.AisfxLocal)
 
 
 BLOCKS: dict[str, Block] = {
@@ -172,7 +172,7 @@ class Fusion(ExpertModel):
             for name in self.names:
                 mean, std = stats[name][kind]
                 sigma = float(std.double().square().sum().sqrt())  # the block's total std
-                scale = torch.full_like(mean, math.sqrt(share) / max(sigma, STD_FLOOR))
+                scale = torch.tensor(math.sqrt(share) / max(sigma, STD_FLOOR))  # one number per block
                 self.register_buffer(f"{kind}_mean_{name.replace('-', '_')}", mean.float().clone())
                 self.register_buffer(f"{kind}_scale_{name.replace('-', '_')}", scale.float())
         self.timestamp_embedding_size = sum(self._stat("timestamp", "mean", n).numel() for n in self.names)

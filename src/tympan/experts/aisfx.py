@@ -316,8 +316,9 @@ class AisfxLocal(Aisfx):
     8 spectrogram frames (186 ms) and sees 2 x 37 frames (1.7 s) of context; the clip is
     taken as surrounded by silence, and the map is computed in chunks of LOCAL_CHUNK columns
     with LOCAL_MARGIN frames of context each side, so its values do not depend on the chunk
-    size or the clip's length beyond that reach. A single pass over the clip: about a tenth of
-    the work of Aisfx's blocks every 220 ms, which overlap by 90 %. The scene embedding is
+    size or the clip's length beyond that reach. A single pass over the clip: about a ninth of
+    the time of Aisfx's blocks every 220 ms, which overlap by 90 % (127 s against 1108 s for
+    the timestamps of 20 minutes, docs/experts.md). The scene embedding is
     Aisfx's (the mean of the native block embeddings)."""
 
     @staticmethod
@@ -374,16 +375,10 @@ def native_embeddings(audio, model: Aisfx, hop: float = NATIVE_HOP) -> torch.Ten
     return torch.cat(list(model.blocks(lambda lo, hi: _zero_padded(sound, lo, hi), starts)))
 
 
-def from_state_dict(state: dict[str, torch.Tensor]) -> Aisfx:
-    """The HEAR model from a converted state_dict (convert()), in eval mode."""
-    model = Aisfx()
-    model.net.load_state_dict(state, strict=True)
-    return model.eval()
-
-
-def local_from_state_dict(state: dict[str, torch.Tensor]) -> AisfxLocal:
-    """The local view (AisfxLocal) from a converted state_dict, in eval mode."""
-    model = AisfxLocal()
+def from_state_dict(state: dict[str, torch.Tensor], view: type[Aisfx] = Aisfx) -> Aisfx:
+    """The HEAR model from a converted state_dict (convert()), in eval mode; view=AisfxLocal
+    gives the local view of the same network."""
+    model = view()
     model.net.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -395,7 +390,7 @@ def load_model(model_file_path: str = "") -> Aisfx:
     feature map per frame, tympan.fusion's block aisfx-local); another path loads that
     converted file."""
     if model_file_path == "local":
-        return local_from_state_dict(cache.load_state_dict(CACHE_KEY))
+        return from_state_dict(cache.load_state_dict(CACHE_KEY), AisfxLocal)
     state = cache.load_file(model_file_path) if model_file_path else cache.load_state_dict(CACHE_KEY)
     return from_state_dict(state)
 

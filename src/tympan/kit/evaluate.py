@@ -50,6 +50,7 @@ from tympan.io import atomic_write, atomic_write_json
 from tympan.kit import downstream, metrics
 from tympan.kit.embed import UsageError, import_hear_module
 from tympan.kit.tasks import Task, TaskFormatError, data_splits, frame_targets, list_tasks, read_task, scene_targets
+from tympan.model import state_dict_sha256
 
 # heareval's default post-processing grid for event tasks; a task may replace it through
 # evaluation_params["event_postprocessing_grid"].
@@ -284,8 +285,6 @@ def _weights_sha256(model, model_path: str) -> str | None:
         return hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
     if model_path and isinstance(model, torch.nn.Module):
         # a name the module resolves itself (crepe's "full", aisfx's "local"): hash what it loaded
-        from tympan.model import state_dict_sha256
-
         return state_dict_sha256(model.state_dict())
     return None
 

@@ -12,6 +12,7 @@ from tympan.audio import n_frames
 from tympan.experts import cache
 from tympan.experts.common import ExpertModel
 from tympan.model import WeightsError
+from tympan.train.fusion import principal_axes
 
 
 class Ramp(ExpertModel):
@@ -138,6 +139,65 @@ def test_shipped_constants_cover_every_block():
         for kind in ("timestamp", "scene"):
             mean, std = block[kind]
             assert mean.shape == std.shape and bool(torch.isfinite(mean).all()) and bool((std >= 0).all()), name
+        rank = fusion.BLOCKS[name].rank
+        assert ("axes" in block) == bool(rank), name
+        if rank:  # orthonormal axes, in decreasing order of their standard deviations
+            axes, std = block["axes"]
+            assert axes.shape == (block["timestamp"][0].numel(), rank) and std.shape == (rank,)
+            assert torch.allclose(axes.T @ axes, torch.eye(rank), atol=1e-5)
+            assert bool((std[:-1] >= std[1:]).all()) and float(std[-1]) > 0
+
+
+def test_principal_axes_are_found_with_their_spread_and_a_fixed_sign():
+    gen = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(6, 6, generator=gen, dtype=torch.float64))
+    rows = (
+        3
+        + (torch.randn(50000, 6, generator=gen, dtype=torch.float64) * torch.tensor([5.0, 2.0, 1, 0.1, 0.1, 0.1]))
+        @ basis.T
+    )
+    axes, std = principal_axes(rows, 2)
+    assert axes.shape == (6, 2) and std.shape == (2,)
+    assert torch.allclose(
+        (axes.double().T @ basis[:, :2]).abs().diagonal(), torch.ones(2, dtype=torch.float64), atol=1e-3
+    )
+    assert std.tolist() == pytest.approx([5.0, 2.0], rel=0.02)
+    assert bool((axes.gather(0, axes.abs().argmax(dim=0, keepdim=True)) > 0).all())  # the sign convention
+    flipped, _ = principal_axes(-rows, 2)  # the same axes whatever the data's orientation
+    assert torch.allclose(flipped, axes, atol=1e-5)
+
+
+def test_a_reduced_block_gives_its_principal_axes_its_share_and_keeps_its_scene():
+    """A block with rank > 0 contributes (x - mean) @ axes, scaled whole to its share like any
+    block, and its scene embedding is unchanged: the shipped default's scene part is the same
+    with aisfx-local-pc8 as with the full aisfx-local (the same constants, the same widths)."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(40000, 5, generator=gen) * torch.tensor([4.0, 1.0, 0.5, 0.1, 0.1]) + 2
+    axes, std = principal_axes(x, 2)
+    stats = {
+        "a": {"timestamp": (x.mean(0), x.std(0)), "scene": (torch.zeros(5), torch.ones(5)), "axes": (axes, std)},
+        "b": {"timestamp": (torch.zeros(4), torch.ones(4)), "scene": (torch.zeros(4), torch.ones(4))},
+    }
+    model = fusion.Fusion({"a": Ramp(5, 3, 1.0), "b": Ramp(4, 3, 1.0)}, stats)
+    assert model.timestamp_embedding_size == 2 + 4 and model.scene_embedding_size == 5 + 4
+    a = model._scaled("timestamp", "a", x)
+    assert a.shape == (40000, 2) and a.var(0).sum() == pytest.approx(3.0, rel=0.02)  # share (2 + 4) / 2
+    assert torch.allclose(a / model._stat("timestamp", "scale", "a"), (x - x.mean(0)) @ axes, atol=1e-4)
+    emb, _ = model.timestamp_embeddings(torch.zeros(1, 16000))
+    assert emb.shape == (1, 51, 6)
+    shipped = fusion.read_stats()["blocks"]
+    reduced = fusion.DEFAULT_BLOCKS
+    rank = fusion.BLOCKS[reduced[-1]].rank
+    assert reduced[-1] == f"aisfx-local-pc{rank}" and rank > 0
+    full = (*reduced[:-1], "aisfx-local")
+    fakes = lambda names: {n: Ramp(shipped[n]["scene"][0].numel(), 50, 1.0) for n in names}
+    m_full = fusion.Fusion(fakes(full), {n: shipped[n] for n in full})
+    m_reduced = fusion.Fusion(fakes(reduced), {n: shipped[n] for n in reduced})
+    assert m_reduced.scene_embedding_size == m_full.scene_embedding_size
+    assert m_reduced.timestamp_embedding_size == m_full.timestamp_embedding_size - 512 + rank
+    for n_full, n_red in zip(full, reduced, strict=True):
+        for what in ("mean", "scale"):
+            assert torch.equal(m_full._stat("scene", what, n_full), m_reduced._stat("scene", what, n_red))
 
 
 def _need_experts():

@@ -29,14 +29,25 @@ offline suite it scored 2-5 points lower on music-speech and pitch, same blocks 
 weights/fusion-v0.pt (shipped; CC BY 4.0), which also records the SHA-256 of every expert
 state_dict they were measured with: loading them beside other weights is an error.
 
-DEFAULT_BLOCKS (v0, crepe, fcpe, aisfx-local) was chosen on the full offline suite
+Reduced blocks (Block.rank > 0): a block's timestamp frames can be reduced to their first
+`rank` principal axes on the same calibration audio (centred, projected on the axes, then
+scaled whole like any block; the axes are measured with the other constants). Its scene
+embedding is not reduced.
+
+DEFAULT_BLOCKS (v0, crepe, fcpe, aisfx-local-pc32) was chosen on the full offline suite
 (docs/experts.md). Adding resemblyzer's block lowered pitch accuracy (0.883 against 0.909,
 three seeds) without raising music-speech, so it is optional (the block "resemblyzer").
-Without aisfx, instrument family accuracy fell far below aisfx's own. aisfx's HEAR timestamps (a 2.35 s block every 220 ms) cost note-onset
-F-measure (0.50 against v0's 0.53), so the fusion reads aisfx locally instead ("aisfx-local":
-the network's last feature map, a 186 ms column per frame, in one pass over the clip, about
-a ninth of the cost), which raised onsets and sound events; its scene embedding is aisfx's
-own. The block "aisfx" remains available.
+Without aisfx, instrument family accuracy fell far below aisfx's own. aisfx's HEAR
+timestamps (a 2.35 s block every 220 ms) cost note-onset F-measure, so the fusion reads aisfx
+locally ("aisfx-local": the network's last feature map, a 186 ms column per frame, in one
+pass over the clip, about a ninth of the cost); its scene embedding is aisfx's own. With all
+512 of that view's dimensions the fusion still fell short of v0 on note onsets, whose test
+clips are rendered with other soundfonts than its training clips: aisfx's dimensions describe
+the source and its timbre, and let the downstream model fit the training soundfonts (scaling
+the block down changed nothing; without aisfx's timestamps onsets rose well above v0, but
+sound events fell far below aisfx's). Its first 32 principal axes ("aisfx-local-pc32") keep
+sound events and give onsets back; 8 axes lost sound events again. The full blocks "aisfx"
+and "aisfx-local" remain available.
 """
 
 from __future__ import annotations
@@ -70,6 +81,7 @@ class Block:
     name: str
     keys: tuple[str, ...]
     build: Callable[[dict[str, dict[str, torch.Tensor]]], torch.nn.Module]
+    rank: int = 0  # > 0: timestamp frames reduced to their first `rank` principal axes (see above)
 
 
 class WithSalience(torch.nn.Module):
@@ -133,9 +145,11 @@ BLOCKS: dict[str, Block] = {
         Block("resemblyzer", ("resemblyzer",), _resemblyzer),
         Block("aisfx", ("aisfx",), _aisfx),
         Block("aisfx-local", ("aisfx",), _aisfx_local),
+        Block("aisfx-local-pc8", ("aisfx",), _aisfx_local, rank=8),
+        Block("aisfx-local-pc32", ("aisfx",), _aisfx_local, rank=32),
     )
 }
-DEFAULT_BLOCKS: tuple[str, ...] = ("v0", "crepe", "fcpe", "aisfx-local")
+DEFAULT_BLOCKS: tuple[str, ...] = ("v0", "crepe", "fcpe", "aisfx-local-pc32")
 
 
 def _zip_chunks(streams: list[Iterator[torch.Tensor]]) -> Iterator[list[torch.Tensor]]:
@@ -158,25 +172,32 @@ def _zip_chunks(streams: list[Iterator[torch.Tensor]]) -> Iterator[list[torch.Te
 
 
 class Fusion(ExpertModel):
-    """The fused HEAR model. blocks: name -> module; stats: per block "timestamp"/"scene" (mean, std)."""
+    """The fused HEAR model. blocks: name -> module; stats: per block "timestamp"/"scene"
+    (mean, std) per dimension, and for a reduced block "axes": (axes (D, rank), std (rank,)),
+    its timestamp frames' principal axes and their standard deviations."""
 
     def __init__(self, blocks: dict[str, torch.nn.Module], stats: dict[str, dict[str, tuple[torch.Tensor, ...]]]):
         super().__init__()
         self.blocks = torch.nn.ModuleDict(blocks)
         self.names = list(blocks)
+        self.reduced = [n for n in self.names if "axes" in stats[n]]
+        for name in self.reduced:
+            self.register_buffer(f"timestamp_axes_{name.replace('-', '_')}", stats[name]["axes"][0].float().clone())
         for kind in ("timestamp", "scene"):
+            # the spread of what a block contributes: its dimensions, or its principal axes
+            stds = {n: stats[n][kind][1] for n in self.names}
+            if kind == "timestamp":
+                stds.update({n: stats[n]["axes"][1] for n in self.reduced})
             # Each block gets a total variance of (total width / number of blocks): equal
             # shares, and unit variance per dimension on average over the whole embedding
             # (the downstream optimiser's step size assumes inputs of about unit scale).
-            share = sum(stats[n][kind][0].numel() for n in self.names) / len(self.names)
-            for name in self.names:
-                mean, std = stats[name][kind]
+            share = sum(std.numel() for std in stds.values()) / len(self.names)
+            for name, std in stds.items():
                 sigma = float(std.double().square().sum().sqrt())  # the block's total std
                 scale = torch.tensor(math.sqrt(share) / max(sigma, STD_FLOOR))  # one number per block
-                self.register_buffer(f"{kind}_mean_{name.replace('-', '_')}", mean.float().clone())
+                self.register_buffer(f"{kind}_mean_{name.replace('-', '_')}", stats[name][kind][0].float().clone())
                 self.register_buffer(f"{kind}_scale_{name.replace('-', '_')}", scale.float())
-        self.timestamp_embedding_size = sum(self._stat("timestamp", "mean", n).numel() for n in self.names)
-        self.scene_embedding_size = sum(self._stat("scene", "mean", n).numel() for n in self.names)
+            setattr(self, f"{kind}_embedding_size", sum(std.numel() for std in stds.values()))
 
     def _stat(self, kind: str, what: str, name: str) -> torch.Tensor:
         return getattr(self, f"{kind}_{what}_{name.replace('-', '_')}")
@@ -185,7 +206,10 @@ class Fusion(ExpertModel):
         return self._stat("timestamp", "mean", self.names[0]).device
 
     def _scaled(self, kind: str, name: str, x: torch.Tensor) -> torch.Tensor:
-        return (x - self._stat(kind, "mean", name)) * self._stat(kind, "scale", name)
+        x = x - self._stat(kind, "mean", name)
+        if kind == "timestamp" and name in self.reduced:
+            x = x @ self._stat(kind, "axes", name)
+        return x * self._stat(kind, "scale", name)
 
     def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
         streams = [iter(self.blocks[name].chunks(sound)) for name in self.names]

@@ -30,6 +30,17 @@ def _mean_std(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows.mean(dim=0).float(), rows.std(dim=0, unbiased=False).float()
 
 
+def principal_axes(rows: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """rows (n, D) -> the first `rank` principal axes of the centred rows, (D, rank), and the
+    standard deviation along each, (rank,). Each axis's sign is fixed (its largest component
+    positive), so that measuring again gives the same file."""
+    rows = rows.double()
+    _, s, vh = torch.linalg.svd(rows - rows.mean(dim=0), full_matrices=False)
+    axes = vh[:rank].T
+    axes = axes * torch.sign(axes.gather(0, axes.abs().argmax(dim=0, keepdim=True)))
+    return axes.float(), (s[:rank] / rows.shape[0] ** 0.5).float()
+
+
 @torch.no_grad()
 def measure(directory=None, blocks=None, log=print) -> dict:
     """{"format", "blocks": {name: {"timestamp": (mean, std), "scene": (mean, std)}}, "expert_sha256": ...}."""
@@ -45,6 +56,8 @@ def measure(directory=None, blocks=None, log=print) -> dict:
         frames = torch.cat([torch.cat(list(block.chunks(sound))) for sound in audio])
         scenes = torch.stack([block.scene(sound).float() for sound in audio])
         out[name] = {"timestamp": _mean_std(frames), "scene": _mean_std(scenes)}
+        if fusion.BLOCKS[name].rank:
+            out[name]["axes"] = principal_axes(frames, fusion.BLOCKS[name].rank)
         log(f"{name}: {frames.shape[1]}-d frames, {scenes.shape[1]}-d scenes, {time.perf_counter() - start:.1f} s")
     return {
         "format": fusion.STATS_FORMAT,
@@ -72,8 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(fusion.STATS_FILE))
     parser.add_argument("--dir", default=None, help="experts cache folder")
-    parser.add_argument("--block", action="append",
-                        help="measure only these blocks and keep the others' constants from --out (default: all)")
+    parser.add_argument(
+        "--block",
+        action="append",
+        help="measure only these blocks and keep the others' constants from --out (default: all)",
+    )
     args = parser.parse_args(argv)
     stats = measure(args.dir, args.block)
     if args.block and Path(args.out).exists():

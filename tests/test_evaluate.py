@@ -200,10 +200,11 @@ def test_report_pools_seeds_of_the_same_module_and_weights():
         return {"module": module, "model_path": model_path, "weights_sha256": sha, "seed": seed, "tasks": {"t": entry}}
 
     runs = [run("m", 0, 0.5), run("m", 1, 0.7), run("f", 0, 0.9, "x/a.pt", "b" * 64), run("f", 0, 0.2, "x/b.pt", "c" * 64)]
+    runs.append(run("g", 0, 0.4, "local", "d" * 64))  # a module given a named model, alone: still named
     md = report.table(runs)
-    assert "| task | metric | m | f=a | f=b |" in md
+    assert "| task | metric | m | f=a | f=b | g=local |" in md
     # m: mean of 0.5 and 0.7, sample std 0.1414, two scores; f=a and f=b stay apart (other weights)
-    assert "| t | top1_acc | 0.600 ± 0.141 (2) | 0.900 ± 0.000 (1) | 0.200 ± 0.000 (1) |" in md
+    assert "| t | top1_acc | 0.600 ± 0.141 (2) | 0.900 ± 0.000 (1) | 0.200 ± 0.000 (1) | 0.400 ± 0.000 (1) |" in md
 
 
 def test_weights_hash_for_a_file_and_for_a_name_the_module_resolves(tmp_path):

@@ -36,12 +36,13 @@ def _key(run: dict) -> tuple:
 
 
 def _label(run: dict, runs: list[dict]) -> str:
-    """A column name: the module, plus its model file's name (or the weights' hash prefix)
-    when the same module appears with different weights."""
-    if len({_key(r) for r in runs if r["module"] == run["module"]}) == 1:
-        return run["module"]
+    """A column name: the module, plus the name of the model it was given (a file's stem, or
+    a name such as aisfx's "local"), or the weights' hash prefix when the same module appears
+    with different weights."""
     if run.get("model_path"):
         return f"{run['module']}={Path(run['model_path']).stem}"
+    if len({_key(r) for r in runs if r["module"] == run["module"]}) == 1:
+        return run["module"]
     if run.get("weights_sha256"):
         return f"{run['module']} ({run['weights_sha256'][:8]})"
     return run["module"]  # its default weights, beside the same module given a model argument

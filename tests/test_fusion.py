@@ -170,7 +170,7 @@ def test_principal_axes_are_found_with_their_spread_and_a_fixed_sign():
 def test_a_reduced_block_gives_its_principal_axes_its_share_and_keeps_its_scene():
     """A block with rank > 0 contributes (x - mean) @ axes, scaled whole to its share like any
     block, and its scene embedding is unchanged: the shipped default's scene part is the same
-    with aisfx-local-pc8 as with the full aisfx-local (the same constants, the same widths)."""
+    with its reduced aisfx-local-pcN as with the full aisfx-local (same constants, same widths)."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(40000, 5, generator=gen) * torch.tensor([4.0, 1.0, 0.5, 0.1, 0.1]) + 2
     axes, std = principal_axes(x, 2)

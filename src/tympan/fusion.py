@@ -44,9 +44,9 @@ pass over the clip, about a ninth of the cost); its scene embedding is aisfx's o
 512 of that view's dimensions the fusion still fell short of v0 on note onsets, whose test
 clips are rendered with other soundfonts than its training clips: aisfx's dimensions describe
 the source and its timbre, and let the downstream model fit the training soundfonts (without
-aisfx's timestamps onsets rose well above v0, but sound events fell far below aisfx's). Its first 32 principal axes ("aisfx-local-pc32") keep
-sound events and give onsets back; 8 axes lost sound events again. The full blocks "aisfx"
-and "aisfx-local" remain available.
+aisfx's timestamps onsets rose well above v0, but sound events fell far below aisfx's). Its
+first 32 principal axes ("aisfx-local-pc32") keep sound events and give onsets back; 8 axes
+lost sound events again. The full blocks "aisfx" and "aisfx-local" remain available.
 """
 
 from __future__ import annotations

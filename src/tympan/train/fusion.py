@@ -43,18 +43,24 @@ def principal_axes(rows: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.T
 
 @torch.no_grad()
 def measure(directory=None, blocks=None, log=print) -> dict:
-    """{"format", "blocks": {name: {"timestamp": (mean, std), "scene": (mean, std)}}, "expert_sha256": ...}."""
+    """{"format", "blocks": {name: {"timestamp": (mean, std), "scene": (mean, std)[, "axes": ...]}},
+    "expert_sha256": ...}. Blocks built by the same function (aisfx-local and its reduced
+    versions) run over the calibration audio once."""
     names = list(blocks or fusion.BLOCKS)
     keys = sorted({k for n in names for k in fusion.BLOCKS[n].keys})
     states = {key: cache.load_state_dict(key, directory) for key in keys}
     expert_sha256 = {key: state_dict_sha256(states[key]) for key in keys}
     audio = calibration_audio()
+    outputs = {}  # build function -> (frames, scenes)
     out = {}
     for name in names:
         start = time.perf_counter()
-        block = fusion.BLOCKS[name].build(states).eval()
-        frames = torch.cat([torch.cat(list(block.chunks(sound))) for sound in audio])
-        scenes = torch.stack([block.scene(sound).float() for sound in audio])
+        build = fusion.BLOCKS[name].build
+        if build not in outputs:
+            block = build(states).eval()
+            frames = torch.cat([torch.cat(list(block.chunks(sound))) for sound in audio])
+            outputs[build] = frames, torch.stack([block.scene(sound).float() for sound in audio])
+        frames, scenes = outputs[build]
         out[name] = {"timestamp": _mean_std(frames), "scene": _mean_std(scenes)}
         if fusion.BLOCKS[name].rank:
             out[name]["axes"] = principal_axes(frames, fusion.BLOCKS[name].rank)

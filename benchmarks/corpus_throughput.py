@@ -80,7 +80,7 @@ def stage_times(corpus: Path, module_name: str, threads: int) -> dict[str, float
 
     from tympan.corpus.shards import Header, rows_table
     from tympan.io import RESAMPLE_QUALITY, find_audio
-    from tympan.kit.embed import _embed_batch
+    from tympan.kit.hear import embed_batch
 
     torch.set_num_threads(threads)
     module = importlib.import_module(module_name)
@@ -99,7 +99,7 @@ def stage_times(corpus: Path, module_name: str, threads: int) -> dict[str, float
                 mono = soxr.resample(mono, rate, header.sample_rate, quality=RESAMPLE_QUALITY)
             mono = np.ascontiguousarray(mono, dtype=np.float32)
             t2 = time.perf_counter()
-            arrays = _embed_batch(module, model, torch.device("cpu"), [mono])[0]
+            arrays = embed_batch(module, model, torch.device("cpu"), [mono])[0]
             t3 = time.perf_counter()
             rows.append({"path": rel.as_posix(), "size": 0, "mtime_ns": 0, "sample_rate": rate,
                          "duration_s": len(data) / rate, "weights_sha256": None, "error": None, **arrays})  # fmt: skip

@@ -29,7 +29,7 @@ from tympan import cli
 from tympan.corpus import shards
 from tympan.corpus.units import Source, make_units
 from tympan.io import embedding_arrays, read_audio, read_embeddings
-from tympan.model import state_dict_sha256
+from tympan.checksum import state_dict_sha256
 
 TESTS = Path(__file__).parent
 EMBEDMODS = TESTS / "embedmods"

@@ -214,12 +214,15 @@ def test_weights_hash_for_a_file_and_for_a_name_the_module_resolves(tmp_path):
 
     import torch
 
-    from tympan.model import state_dict_sha256
+    from tympan.checksum import state_dict_sha256, weights_identity
 
     f = tmp_path / "w.pt"
     f.write_bytes(b"weights")
     net = torch.nn.Linear(2, 3)
-    assert ev._weights_sha256(net, str(f)) == hashlib.sha256(b"weights").hexdigest()
-    by_name = ev._weights_sha256(net, "local")
-    assert by_name == state_dict_sha256(net.state_dict()) and len(by_name) == 64
-    assert ev._weights_sha256(net, "") is None
+    # a torch module is identified by what it loaded, however load_model was called
+    by_state = state_dict_sha256(net.state_dict())
+    assert len(by_state) == 64
+    assert weights_identity(net, str(f)) == weights_identity(net, "local") == weights_identity(net, "") == by_state
+    # a model that is not a torch module: the file's bytes, else unknown
+    assert weights_identity(object(), str(f)) == hashlib.sha256(b"weights").hexdigest()
+    assert weights_identity(object(), "local") is None

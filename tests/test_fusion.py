@@ -9,6 +9,7 @@ import torch
 
 from tympan import fusion
 from tympan.audio import n_frames
+from tympan.checksum import sha256_file
 from tympan.experts import cache
 from tympan.experts.common import ExpertModel
 from tympan.model import WeightsError
@@ -212,7 +213,7 @@ def test_default_fusion_and_its_packed_file_agree(tmp_path):
     _need_experts()
     model = fusion.load_model()
     digest = fusion.pack(tmp_path / "fusion.pt")
-    assert digest == cache.sha256_file(tmp_path / "fusion.pt")
+    assert digest == sha256_file(tmp_path / "fusion.pt")
     packed = fusion.load_model(str(tmp_path / "fusion.pt"))
     audio = torch.randn(2, 16000 * 3, generator=torch.Generator().manual_seed(1)) * 0.1
     a, ts = fusion.get_timestamp_embeddings(audio, model)

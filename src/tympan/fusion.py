@@ -62,7 +62,8 @@ import torch
 from tympan.experts import cache
 from tympan.experts.common import ExpertModel
 from tympan.io import atomic_write
-from tympan.model import DEFAULT_WEIGHTS, WeightsError, load_weights, pool_mean_std, state_dict_sha256
+from tympan.checksum import sha256_file, state_dict_sha256
+from tympan.model import DEFAULT_WEIGHTS, WeightsError, load_weights, pool_mean_std
 
 __all__ = ["BLOCKS", "Fusion", "get_scene_embeddings", "get_timestamp_embeddings", "load_model", "pack"]
 
@@ -289,7 +290,7 @@ def pack(out: str | os.PathLike, directory: str | os.PathLike | None = None, blo
     _build(names, states, stats)  # refuse to pack what would not load
     payload = {"format": PACK_FORMAT, "blocks": names, "states": states, "stats": stats}
     atomic_write(out, lambda f: torch.save(payload, f))
-    return cache.sha256_file(out)
+    return sha256_file(out)
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: Fusion) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,6 @@ torch.load(weights_only=True): no pickled code is ever executed.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -34,6 +33,7 @@ from tympan.audio import (
     n_frames,
     timestamps_ms,
 )
+from tympan.checksum import state_dict_sha256
 from tympan.io import atomic_write
 
 MODEL_NAME = "tympan"
@@ -136,17 +136,6 @@ def pool_mean_std(chunks) -> torch.Tensor:
     mean = total / count
     std = (total_sq / count - mean.square()).clamp_min(0.0).sqrt()
     return torch.cat([mean, std]).float()
-
-
-def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a state_dict's canonical bytes: names, dtypes, shapes and values, sorted by name."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        # reshape(-1): a 0-d tensor (BatchNorm's num_batches_tracked) cannot be viewed as bytes
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def save_weights(model: Tympan, path: str | Path, version: str) -> str:

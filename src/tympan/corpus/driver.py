@@ -28,7 +28,7 @@ import torch
 from tympan.corpus import local, shards
 from tympan.corpus.units import Job, Source, header_of, list_sources, load, make_units, probe
 from tympan.io import require_extra
-from tympan.kit import embed as kit_embed
+from tympan.kit.hear import UsageError, check_device, format_duration
 
 DEFAULT_SHARD_ROWS = 1000
 DEFAULT_SHARD_MB = 256.0
@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
         device = "cpu" if args.engine == "ray" else args.device
         module, model = load(Job(args.module, args.model, args.batch_size, None), device)
         header = header_of(args.module, model, args.model)
-    except kit_embed.UsageError as e:
+    except UsageError as e:
         print(f"tympan embed: error: {e}", file=sys.stderr)
         return 2
     job = Job(args.module, args.model, args.batch_size, header)
@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
                     tables = local.embed_units(units, job, module, model, device)
                 if _execute(run, tables, _Writer(store, shard_rows, shard_bytes), start) == "interrupted":
                     return 130
-    except (shards.StoreError, kit_embed.UsageError) as e:
+    except (shards.StoreError, UsageError) as e:
         print(f"tympan embed: error: {e}", file=sys.stderr)
         return 2
 
@@ -115,7 +115,6 @@ def _execute(run: _Run, tables, writer: _Writer, start: float) -> str:
 
 def _check(args: argparse.Namespace) -> tuple[int, int]:
     """Check the corpus options; returns the shard bounds (rows, bytes)."""
-    UsageError = kit_embed.UsageError
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     rows = DEFAULT_SHARD_ROWS if args.shard_rows is None else args.shard_rows
@@ -135,10 +134,7 @@ def _check(args: argparse.Namespace) -> tuple[int, int]:
         for flag, value in (("--ray-address", args.ray_address), ("--concurrency", args.concurrency)):
             if value is not None:
                 raise UsageError(f"{flag} applies to --engine ray only")
-        try:
-            torch.empty(0, device=args.device)
-        except (RuntimeError, AssertionError) as e:  # CUDA missing raises AssertionError
-            raise UsageError(f"--device {args.device!r} cannot be used: {e}") from None
+        check_device(args.device)
     return rows, int(mb * 2**20)
 
 
@@ -222,7 +218,7 @@ class _Progress:
         elif time.perf_counter() - self.last_line >= PROGRESS_SECONDS:
             self.last_line = time.perf_counter()
             left = self.total_s - self.audio_s
-            eta = kit_embed.format_duration(left / rtf) if rtf > 0 else "?"
+            eta = format_duration(left / rtf) if rtf > 0 else "?"
             print(
                 f"tympan embed: {self.files}/{self.n_files} files, {self.audio_s / 3600:.3f}/"
                 f"{self.total_s / 3600:.3f} h of audio, {rtf:.1f}x real time, ETA {eta}, {self.failed} failed",
@@ -272,7 +268,7 @@ class _Run:
 
     def summary(self, wall_seconds: float, store: shards.Store) -> str:
         """One line of counts and speed, then this run's failed files, one per line."""
-        d = kit_embed.format_duration
+        d = format_duration
         n_shards = len(store.manifest["shards"])
         line = (
             f"tympan embed: {self.n_embedded} embedded, {self.n_skipped} skipped (already done), "

@@ -31,7 +31,7 @@ import torch
 
 from tympan.corpus.shards import rows_table
 from tympan.corpus.units import Job, Source, decode_unit, embed_unit, load, unit_from_json, unit_to_json
-from tympan.kit.embed import UsageError
+from tympan.kit.hear import UsageError
 
 MAX_BLOCKS = 10_000  # input blocks: one unit each up to this, so small jobs still spread out
 
@@ -41,7 +41,7 @@ def embed_units(
 ) -> Iterator[pa.Table]:
     """Embed `units` on Ray: joins the cluster at `address`, or starts a local Ray when None
     (an already initialised Ray in this process is used as it is). Connects now
-    (kit.embed.UsageError when it cannot); returns an iterator of shard-schema tables that
+    (kit.hear.UsageError when it cannot); returns an iterator of shard-schema tables that
     shuts down a Ray it started."""
     import ray
 
@@ -151,9 +151,9 @@ class _Embedder:
             torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
         self.module, self.model = load(job, str(self.device))
         self.sha = job.header.weights_sha256
-        from tympan.corpus.shards import weights_sha256
+        from tympan.checksum import weights_identity
 
-        here = weights_sha256(self.model, job.model_path)
+        here = weights_identity(self.model, job.model_path)
         if here != self.sha:
             raise RuntimeError(
                 f"the weights of {job.module!r} on this node hash to {here}, the driver's to {self.sha}: "

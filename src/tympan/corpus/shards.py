@@ -15,7 +15,7 @@ file's number of timestamps):
     sample_rate     int32, null if unreadable     the source file's rate (Hz), from its header
     duration_s      float64, null if unreadable   the source's duration in seconds, from its header
     module          string                        the HEAR module, e.g. "tympan"
-    weights_sha256  string, null if unknown       SHA-256 of the model's weights (weights_sha256())
+    weights_sha256  string, null if unknown       SHA-256 of the model's weights (tympan.checksum.weights_identity)
     timestamps      list<float32>, null on error  (T,) frame centres in milliseconds
     embeddings      list<fixed_size_list<float32, D>>, null on error   (T, D) timestamp embeddings
     scene           fixed_size_list<float32, E>, null on error         (E,) scene embedding
@@ -48,7 +48,6 @@ until the next run collects it).
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -109,28 +108,6 @@ class Header:
             f"module {self.module!r} (weights {sha}, {self.sample_rate} Hz, "
             f"{self.timestamp_embedding_size}/{self.scene_embedding_size}-d)"
         )
-
-
-def weights_sha256(model, model_path: str = "") -> str | None:
-    """SHA-256 identifying a loaded model's weights.
-
-    For a torch.nn.Module, tympan.model.state_dict_sha256 of its state_dict (names, dtypes,
-    shapes and values; for tympan it equals the checksum stored in its weights file); else
-    the SHA-256 of the `model_path` file's bytes; else None (unknown).
-    """
-    import torch
-
-    from tympan.model import state_dict_sha256
-
-    if isinstance(model, torch.nn.Module):
-        return state_dict_sha256(model.state_dict())
-    if model_path:
-        h = hashlib.sha256()
-        with open(model_path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-    return None
 
 
 def rows_table(rows: list[dict], header: Header) -> pa.Table:

@@ -2,7 +2,7 @@
 
 A *unit* is the piece of work an engine schedules: up to --batch-size files of exactly equal
 length at the module's rate (known from their headers), or one file alone
-when it is longer than kit.embed.MAX_BATCHED_SECONDS or its header cannot be read. Units are
+when it is longer than kit.hear.MAX_BATCHED_SECONDS or its header cannot be read. Units are
 made on the driver, identically for both engines, so that both call the module with the same
 batches: the outputs then agree value for value even for a module whose results depend on the
 batch. A long file is never decoded into a batch with other files: memory stays bounded by
@@ -19,9 +19,10 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from tympan.corpus.shards import Header, weights_sha256
-from tympan.io import AudioReadError, find_audio, read_audio, require_extra
-from tympan.kit import embed as kit_embed
+from tympan.checksum import weights_identity
+from tympan.corpus.shards import Header
+from tympan.io import AUDIO_EXTENSIONS, AudioReadError, find_audio, read_audio, require_extra
+from tympan.kit.hear import MAX_BATCHED_SECONDS, UsageError, embed_batch, import_hear_module, load_hear_model
 
 
 @dataclass(frozen=True)
@@ -51,17 +52,17 @@ class Job:
 
 
 def list_sources(paths: list[str]) -> list[Source]:
-    """The input files named by `paths` (kit.embed's rules), with size and mtime, in input order.
+    """The input files named by `paths` (tympan.io.find_audio's rules), with size and mtime, in input order.
 
-    Raises kit.embed.UsageError for a missing path, no audio, or two different files that
+    Raises kit.hear.UsageError for a missing path, no audio, or two different files that
     would share one relative path.
     """
     try:
         found = find_audio(paths)
     except FileNotFoundError as e:
-        raise kit_embed.UsageError(str(e)) from None
+        raise UsageError(str(e)) from None
     if not found:
-        raise kit_embed.UsageError(f"no audio files ({' '.join(kit_embed.AUDIO_EXTENSIONS)}) in {' '.join(paths)}")
+        raise UsageError(f"no audio files ({' '.join(AUDIO_EXTENSIONS)}) in {' '.join(paths)}")
     sources: dict[str, Source] = {}
     for root, rel in found:
         file = root / rel
@@ -69,7 +70,7 @@ def list_sources(paths: list[str]) -> list[Source]:
         if first is not None:
             # The same file named twice is embedded once; two files for one key is an error.
             if Path(first.file).resolve() != file.resolve():
-                raise kit_embed.UsageError(
+                raise UsageError(
                     f"{first.file} and {file} would both be stored as {rel.as_posix()}; embed them in separate runs"
                 )
             continue
@@ -97,7 +98,7 @@ def make_units(sources: list[Source], batch_size: int, sample_rate: int) -> list
     Files batch together when their length at the module's `sample_rate` (from the header,
     round(frames * sample_rate / rate), as tympan.io.read_audio gives) is the same.
     """
-    long_s = kit_embed.MAX_BATCHED_SECONDS
+    long_s = MAX_BATCHED_SECONDS
 
     def length(s: Source) -> int | None:
         if s.duration_s is None or s.duration_s > long_s:
@@ -140,26 +141,22 @@ def decode_unit(unit: list[Source], sample_rate: int) -> list[tuple[Source, np.n
 
 def load(job: Job, device: str) -> tuple[ModuleType, object]:
     """Import the job's module and load its model on `device`, in eval mode."""
-    module = kit_embed.import_hear_module(job.module)
-    model = module.load_model(job.model_path) if job.model_path else module.load_model()
-    if isinstance(model, torch.nn.Module):
-        # eval(): an embedding must not depend on dropout or batch statistics.
-        model.to(device).eval()
-    return module, model
+    module = import_hear_module(job.module)
+    return module, load_hear_model(module, job.model_path, device)
 
 
 def header_of(job_module: str, model, model_path: str) -> Header:
-    """The output header of a loaded model. Raises kit.embed.UsageError when the model lacks
+    """The output header of a loaded model. Raises kit.hear.UsageError when the model lacks
     the HEAR attributes (sample_rate, timestamp_embedding_size, scene_embedding_size)."""
     missing = [a for a in ("sample_rate", "timestamp_embedding_size", "scene_embedding_size") if not hasattr(model, a)]
     if missing:
-        raise kit_embed.UsageError(
+        raise UsageError(
             f"the model of {job_module!r} has no {', '.join(missing)}: the HEAR API requires them, "
             "and a Parquet output needs the embedding sizes up front"
         )
     return Header(
         job_module,
-        weights_sha256(model, model_path),
+        weights_identity(model, model_path),
         int(model.sample_rate),
         int(model.timestamp_embedding_size),
         int(model.scene_embedding_size),
@@ -189,7 +186,7 @@ def embed_unit(
     def run(indices: list[int]) -> None:
         try:
             with torch.no_grad():
-                arrays = kit_embed.embed_batch(module, model, device, [decoded[i][1] for i in indices])
+                arrays = embed_batch(module, model, device, [decoded[i][1] for i in indices])
         except Exception as e:  # any error of the module's own code fails these files only
             if len(indices) > 1:
                 for i in indices:

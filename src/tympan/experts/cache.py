@@ -20,7 +20,6 @@ The cache folder: --dir, else $TYMPAN_EXPERTS_DIR, else $XDG_CACHE_HOME/tympan/e
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib
 import json
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from tympan.checksum import sha256_file
 from tympan.experts import EXPERTS, Expert
 from tympan.io import atomic_write, atomic_write_json
 from tympan.model import WeightsError
@@ -57,14 +57,6 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
         return Path(os.environ["TYMPAN_EXPERTS_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "tympan" / "experts"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_provenance(directory: Path) -> dict:

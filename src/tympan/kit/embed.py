@@ -35,7 +35,6 @@ Why it works this way:
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -54,14 +53,15 @@ from tympan.io import (
     read_audio,
     require_extra,
 )
-
-MAX_BATCHED_SECONDS = 60.0  # longer files are embedded alone: batch memory stays bounded
-HEAR_FUNCTIONS = ("load_model", "get_timestamp_embeddings", "get_scene_embeddings")
-
-
-class UsageError(Exception):
-    """A bad command line: reported in one line, without a traceback, exit code 2."""
-
+from tympan.kit.hear import (
+    MAX_BATCHED_SECONDS,
+    UsageError,
+    check_device,
+    embed_batch,
+    format_duration,
+    import_hear_module,
+    load_hear_model,
+)
 
 @dataclass(frozen=True)
 class Job:
@@ -102,10 +102,7 @@ def main(args: argparse.Namespace) -> int:
         # Shortest first, so that files of equal length are neighbours and batch together.
         jobs.sort(key=lambda job: probe_duration(job.source) or 0.0)
         device = torch.device(args.device)
-        model = module.load_model(args.model) if args.model else module.load_model()
-        if isinstance(model, torch.nn.Module):
-            # eval(): an embedding must not depend on dropout or batch statistics.
-            model.to(device).eval()
+        model = load_hear_model(module, args.model, device)
         with torch.no_grad(), tqdm(total=len(jobs), unit="file", file=sys.stderr, disable=None) as bar:
             run.embed_all(jobs, module, model, device, args.batch_size, bar)
     print(run.summary(time.perf_counter() - start), file=sys.stderr)
@@ -116,10 +113,7 @@ def _plan(args: argparse.Namespace) -> tuple[list[Job], int]:
     """Check the command line; return the jobs still to do and the count already done."""
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    try:
-        torch.empty(0, device=args.device)
-    except (RuntimeError, AssertionError) as e:  # CUDA missing raises AssertionError
-        raise UsageError(f"--device {args.device!r} cannot be used: {e}") from None
+    check_device(args.device)
     try:
         found = find_audio(args.paths)
     except FileNotFoundError as e:
@@ -137,23 +131,6 @@ def _plan(args: argparse.Namespace) -> tuple[list[Job], int]:
             raise UsageError(f"{first} and {source} would both be written to {out}; embed them in separate runs")
     jobs = [Job(source, out) for out, source in sources.items() if not out.exists()]
     return jobs, len(sources) - len(jobs)
-
-
-def import_hear_module(name: str) -> ModuleType:
-    """Import a HEAR module by name; UsageError when it is missing or lacks the HEAR functions."""
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
-            raise UsageError(
-                f"no module named {name!r}: --module takes an importable HEAR module, "
-                "e.g. tympan or hearbaseline.naive"
-            ) from None
-        raise UsageError(f"module {name!r} cannot be imported: {e}") from None
-    missing = [f for f in HEAR_FUNCTIONS if not callable(getattr(module, f, None))]
-    if missing:
-        raise UsageError(f"module {name!r} is not a HEAR module: it has no {', '.join(missing)}")
-    return module
 
 
 @dataclass
@@ -223,33 +200,3 @@ class _Run:
         if self.seconds > 0:
             line += f" ({self.seconds / wall_seconds:.1f}x real time)"
         return "\n".join([line] + [f"  failed: {source}: {reason}" for source, reason in self.failed])
-
-
-def embed_batch(
-    module: ModuleType, model, device: torch.device, audios: list[np.ndarray]
-) -> list[dict[str, np.ndarray]]:
-    """Embed equal-length clips, each (n_samples,) float32, in one call of each HEAR function.
-
-    Returns per clip the arrays of its .npz (layout in the module docstring).
-    Raises ValueError when the module's outputs do not have the HEAR shapes.
-    """
-    audio = torch.from_numpy(np.stack(audios)).to(device)
-    emb, ts = module.get_timestamp_embeddings(audio, model)
-    scene = module.get_scene_embeddings(audio, model)
-    emb, ts, scene = (t.detach().cpu().numpy().astype(np.float32, copy=False) for t in (emb, ts, scene))
-    n = len(audios)
-    if emb.ndim != 3 or emb.shape[0] != n or ts.shape != emb.shape[:2] or scene.ndim != 2 or scene.shape[0] != n:
-        raise ValueError(
-            f"for {n} sounds the module returned embeddings {emb.shape}, timestamps {ts.shape}, "
-            f"scene {scene.shape}; HEAR needs (n, T, D), (n, T), (n, D_scene)"
-        )
-    return [{"embeddings": emb[i], "timestamps": ts[i], "scene": scene[i]} for i in range(n)]
-
-
-def format_duration(seconds: float) -> str:
-    """A duration for people: seconds, minutes or hours."""
-    if seconds >= 3600:
-        return f"{seconds / 3600:.2f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.2f} s"

@@ -29,7 +29,6 @@ is not redone.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import pickle
@@ -46,11 +45,11 @@ from types import ModuleType
 import numpy as np
 import torch
 
+from tympan.checksum import weights_identity
 from tympan.io import atomic_write, atomic_write_json
 from tympan.kit import downstream, metrics
-from tympan.kit.embed import UsageError, import_hear_module
+from tympan.kit.hear import UsageError, import_hear_module, load_hear_model
 from tympan.kit.tasks import Task, TaskFormatError, data_splits, frame_targets, list_tasks, read_task, scene_targets
-from tympan.model import state_dict_sha256
 
 # heareval's default post-processing grid for event tasks; a task may replace it through
 # evaluation_params["event_postprocessing_grid"].
@@ -278,17 +277,6 @@ def _git_revision() -> str | None:
     return out.stdout.strip() or None
 
 
-def _weights_sha256(model, model_path: str) -> str | None:
-    if getattr(model, "weights_sha256", ""):
-        return model.weights_sha256
-    if model_path and Path(model_path).is_file():
-        return hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
-    if model_path and isinstance(model, torch.nn.Module):
-        # a name the module resolves itself (crepe's "full", aisfx's "local"): hash what it loaded
-        return state_dict_sha256(model.state_dict())
-    return None
-
-
 def results_markdown(results: dict) -> str:
     """A Markdown table of one results.json: the primary metric (mean +- std over folds) per task."""
     lines = [
@@ -336,9 +324,7 @@ def evaluate(
         task_paths = [by_name[n] for n in task_names]
     if not task_paths:
         raise UsageError(f"no task folders (with task_metadata.json) in {tasks_dir}")
-    model = module.load_model(model_path) if model_path else module.load_model()
-    if isinstance(model, torch.nn.Module):
-        model.to(device).eval()
+    model = load_hear_model(module, model_path, device)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tasks").mkdir(exist_ok=True)
     started = time.perf_counter()
@@ -365,7 +351,7 @@ def evaluate(
     results = {
         "module": module_name,
         "model_path": model_path or None,
-        "weights_sha256": _weights_sha256(model, model_path),
+        "weights_sha256": weights_identity(model, model_path),
         "tasks_dir": str(tasks_dir),
         "seed": seed,
         "grid": grid,

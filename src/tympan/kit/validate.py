@@ -54,10 +54,11 @@ from typing import Any, Literal
 
 import torch
 
+from tympan.kit.hear import HEAR_FUNCTIONS
+
 Status = Literal["pass", "fail", "warn", "skip"]
 
 SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)
-API_FUNCTIONS = ("load_model", "get_timestamp_embeddings", "get_scene_embeddings")
 
 # The official validator's inputs: (n_sounds, seconds).
 OFFICIAL_TIMESTAMP_INPUTS = ((16, 2.0), (2, 1.07), (2, 1.98), (2, 4.0))
@@ -436,16 +437,16 @@ class _Validator:
         self.add("import", "pass", f"imported {name} from {getattr(self.module, '__file__', '?')}")
 
     def check_api(self) -> None:
-        missing = [f for f in API_FUNCTIONS if not callable(getattr(self.module, f, None))]
+        missing = [f for f in HEAR_FUNCTIONS if not callable(getattr(self.module, f, None))]
         if missing:
             self.add(
                 "api",
                 "fail",
                 f"module {self.report.module} lacks {', '.join(missing)}; the HEAR API needs all of "
-                f"{', '.join(API_FUNCTIONS)} as module-level functions (define or re-export them in the module).",
+                f"{', '.join(HEAR_FUNCTIONS)} as module-level functions (define or re-export them in the module).",
             )
         else:
-            self.add("api", "pass", f"has {', '.join(API_FUNCTIONS)}")
+            self.add("api", "pass", f"has {', '.join(HEAR_FUNCTIONS)}")
         if "load_model" in missing:
             self.blocked = "the module has no load_model"
         for fn in missing:

@@ -11,13 +11,13 @@ varies between runs (build seconds) and the sizes (clips, hours per task).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import json
 import sys
 import time
 from pathlib import Path
 
+from tympan.checksum import sha256_file
 from tympan.io import atomic_write_json
 from tympan.kit.tasks import TaskFormatError, add_sample_rate, list_tasks
 from tympan.suite import TASKS
@@ -29,14 +29,6 @@ def builder(name: str):
     """The build function registered for task `name`."""
     module, func = TASKS[name].split(":")
     return getattr(importlib.import_module(module), func)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def manifest(task_dirs: list[Path], root: Path) -> dict[str, dict]:

@@ -21,7 +21,7 @@ import torch
 from tympan import fusion
 from tympan.experts import cache
 from tympan.io import atomic_write
-from tympan.model import state_dict_sha256
+from tympan.checksum import state_dict_sha256
 from tympan.train.v0 import N_CLIPS, SEED, calibration_audio
 
 

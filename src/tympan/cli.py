@@ -82,10 +82,13 @@ def _parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser(
         "report",
-        help="compare modules: a Markdown table and a PNG chart from several results.json",
+        help="compare modules: a Markdown table, a PNG chart and an HTML page from several results.json",
     )
     rp.add_argument("results", nargs="+", help="results.json files written by tympan evaluate")
-    rp.add_argument("--out", required=True, help="folder for report.md and report.png")
+    rp.add_argument("--out", required=True, help="folder for report.md, report.png and report.html")
+    rp.add_argument("--bench", default=None,
+                    help="output of benchmarks/long_audio.py (its JSON list or JSON lines): adds speed and memory "
+                    "rows to report.html")
 
     t = sub.add_parser("tasks", help="the offline HEAR-format task suite")
     tsub = t.add_subparsers(dest="tasks_command", required=True)

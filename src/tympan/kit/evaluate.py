@@ -193,6 +193,37 @@ def _best_postprocessing(task: Task, probs: np.ndarray, where: list, reference) 
     return best, best_score
 
 
+def keep_test_predictions(task: Task, emb_dir: Path, split: str, targets: np.ndarray, scores: np.ndarray,
+                          events: dict | None) -> None:
+    """Write `emb_dir/<split>.predictions.pkl`, one test split's predictions, for `tympan report`.
+
+    Beside heareval's `<split>.target-labels.pkl` in its embedding layout: one pickled dict of
+    plain types and numpy arrays with "task", "split", "embedding_type", "prediction_type",
+    "vocabulary" (n_labels labels). Scene tasks: "targets" (n_files, n_labels) uint8 multi-hot
+    and "scores" (n_files, n_labels) float32 probabilities, rows in the order of
+    `<split>.embeddings.npy`. Event tasks: "events" and "reference", {file name: [(label,
+    start ms, end ms), ...]}: the test events decoded with the post-processing chosen on
+    validation (`events`), and the task's own; their frame targets and scores are not kept.
+    """
+    kept = {
+        "task": task.name,
+        "split": split,
+        "embedding_type": task.embedding_type,
+        "prediction_type": task.prediction_type,
+        "vocabulary": list(task.vocabulary),
+    }
+    if events is None:
+        kept["targets"] = np.asarray(targets, dtype=np.uint8)
+        kept["scores"] = np.asarray(scores, dtype=np.float32)
+    else:
+        def plain(by_file) -> dict:
+            return {name: [(e.label, float(e.start_ms), float(e.end_ms)) for e in evs] for name, evs in by_file.items()}
+
+        kept["events"] = plain(events)
+        kept["reference"] = plain(task.labels[split])
+    atomic_write(emb_dir / f"{split}.predictions.pkl", lambda f: pickle.dump(kept, f))
+
+
 def score_task(task: Task, emb_dir: Path, grid: str, seed: int, device: str) -> dict:
     """Train, predict and score one embedded task; returns its results entry."""
     start = time.perf_counter()
@@ -222,15 +253,17 @@ def score_task(task: Task, emb_dir: Path, grid: str, seed: int, device: str) -> 
     postprocessing = {}
     for fold in result.folds:
         x, y, where = data[fold.test]
+        predicted = None
         if task.embedding_type == "scene":
             for m in task.evaluation:
                 per_metric[m][fold.test] = metrics.score(m, fold.test_predictions, y, vocab)
-            continue
-        best, _ = _best_postprocessing(task, fold.info.valid_predictions, data[fold.valid][2], task.labels[fold.valid])
-        postprocessing[fold.test] = best
-        predicted = _events_by_file(fold.test_predictions, where, vocab, **best)
-        for m in task.evaluation:
-            per_metric[m][fold.test] = metrics.score(m, predicted, task.labels[fold.test], vocab)
+        else:
+            best, _ = _best_postprocessing(task, fold.info.valid_predictions, data[fold.valid][2], task.labels[fold.valid])
+            postprocessing[fold.test] = best
+            predicted = _events_by_file(fold.test_predictions, where, vocab, **best)
+            for m in task.evaluation:
+                per_metric[m][fold.test] = metrics.score(m, predicted, task.labels[fold.test], vocab)
+        keep_test_predictions(task, emb_dir, fold.test, y, fold.test_predictions, predicted)
     scores = {}
     for m, folds in per_metric.items():  # task.evaluation order: the primary metric first
         values = np.array(list(folds.values()), dtype=np.float64)

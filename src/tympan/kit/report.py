@@ -1,9 +1,12 @@
 """`tympan report RESULTS... --out DIR`: compare modules evaluated by `tympan evaluate`.
 
-Writes DIR/report.md, a table of every task's primary metric per module, and DIR/report.png,
-the same as grouped bars with the std as error bars. Results of the same module and weights
-with different seeds are pooled: a cell is the mean ± std over every (seed, fold) score and
-their count, so a trainvaltest task run with two seeds shows its seed-to-seed noise. Tasks
+Writes DIR/report.md, a table of every task's primary metric per module, DIR/report.png,
+the same as grouped bars with the std as error bars, and DIR/report.html, one self-contained
+page with the table, charts, confusion matrices, event timelines and embedding maps
+(kit/report_html.py; `--bench FILE` adds benchmarks/long_audio.py's speed and memory rows).
+Results of the same module and weights with different seeds are pooled: a cell is the mean
+± std over every (seed, fold) score and their count, so a trainvaltest task run with two
+seeds shows its seed-to-seed noise. Tasks
 missing from a module's results show as "-" in the table and as no bar in the chart.
 Error rates (lower is better) are marked with a down arrow.
 """
@@ -120,11 +123,19 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"tympan report: error: {e}", file=sys.stderr)
         return 2
+    from tympan.kit import report_html
+
+    try:
+        bench = report_html.read_bench(args.bench) if getattr(args, "bench", None) else None
+    except report_html.BenchError as e:
+        print(f"tympan report: error: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = table(runs)
     (out / "report.md").write_text(text)
     chart(runs, out / "report.png")
+    page = report_html.write(runs, args.results, out, bench)
     print(text)
-    print(f"wrote {out / 'report.md'} and {out / 'report.png'}", file=sys.stderr)
+    print(f"wrote {out / 'report.md'}, {out / 'report.png'} and {page}", file=sys.stderr)
     return 0

@@ -14,8 +14,11 @@ SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k f
 	festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv festvox-italp16k \
 	festvox-itapc16k festival-hi festvox-hi-nsk festival-mr festvox-mr-nsk festival-te \
 	festvox-te-nsk festvox-ru libfluidsynth3 timidity
+# The browser the HTML report's test renders report.html in (headless; tests/test_report_html.py).
+BROWSER_PACKAGES := chromium
 
-.PHONY: demo test venv peers bench weights clean system-deps tasks baselines experts bench-experts
+.PHONY: demo test venv peers bench weights clean system-deps browser-deps apt-install tasks baselines experts \
+	bench-experts
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +42,14 @@ peers: $(PEERS)/.installed
 
 # apt-get download needs package lists even when nothing is missing.
 system-deps:
+	@$(MAKE) --no-print-directory apt-install APT_PACKAGES="$(SYSTEM_PACKAGES)"
+
+browser-deps:
+	@$(MAKE) --no-print-directory apt-install APT_PACKAGES="$(BROWSER_PACKAGES)"
+
+apt-install:
 	@ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || $(SUDO) apt-get update -qq
-	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -56,7 +65,7 @@ demo: venv
 experts: venv
 	$(VENV)/bin/tympan experts fetch
 
-test: venv peers system-deps experts
+test: venv peers system-deps browser-deps experts
 	TYMPAN_PEERS_PYTHON=$(CURDIR)/$(PEERS)/bin/python $(PY) -m pytest -q -rs
 
 bench: venv peers

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import tympan
+from tympan.cli import main as cli
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +21,22 @@ def noise():
         return (torch.rand(n_sounds, n_samples, generator=g) * 2 - 1) * scale
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_suite(tmp_path_factory):
+    """The tiny task suite, built once per session (`tympan tasks build --suite tiny`)."""
+    out = tmp_path_factory.mktemp("tiny")
+    assert cli(["tasks", "build", "--suite", "tiny", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tympan_results(tiny_suite, tmp_path_factory):
+    """results.json of `tympan evaluate tympan` on the tiny suite (--grid fast), once per session."""
+    out = tmp_path_factory.mktemp("tiny-eval") / "tympan"
+    assert cli(["evaluate", "tympan", "--tasks", str(tiny_suite), "--out", str(out), "--grid", "fast"]) == 0
+    return out / "results.json"
 
 
 def _skipped(config):

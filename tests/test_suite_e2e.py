@@ -10,11 +10,9 @@ from tympan.kit.tasks import read_task
 from tympan.suite import TASKS
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    assert cli(["tasks", "build", "--suite", "tiny", "--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def tiny(tiny_suite):
+    return tiny_suite  # built once per session (conftest.py): the HTML report's test reuses it
 
 
 def test_tiny_suite_builds_every_task_with_a_manifest(tiny):
@@ -30,10 +28,8 @@ def test_tiny_suite_builds_every_task_with_a_manifest(tiny):
     assert families == {"scene", "event"}
 
 
-def test_tympan_evaluates_on_the_tiny_suite(tiny, tmp_path):
-    out = tmp_path / "eval"
-    assert cli(["evaluate", "tympan", "--tasks", str(tiny), "--out", str(out), "--grid", "fast"]) == 0
-    results = json.loads((out / "results.json").read_text())
+def test_tympan_evaluates_on_the_tiny_suite(tiny_tympan_results):
+    results = json.loads(tiny_tympan_results.read_text())
     assert len(results["tasks"]) == len(TASKS)
     for name, entry in results["tasks"].items():
         primary = entry["scores"][entry["primary_metric"]]["mean"]

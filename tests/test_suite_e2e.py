@@ -5,7 +5,6 @@ import math
 
 import pytest
 
-from tympan.cli import main as cli
 from tympan.kit.tasks import read_task
 from tympan.suite import TASKS
 

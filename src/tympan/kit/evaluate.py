@@ -22,13 +22,15 @@ For every task folder under DIR (HEAR format, kit/tasks.py):
 
 Writes OUT/results.json (per task: scores per fold and their mean and std, the primary
 metric first; the chosen configuration; timings; plus the module, weights SHA-256, package
-versions, git revision, seed) and OUT/results.md. A task already scored (OUT/tasks/<task>.json)
-is not redone.
+versions, git revision, seed, date) and OUT/results.md; each test split's predictions go to
+<split>.predictions.pkl beside the embeddings (keep_test_predictions), for `tympan report`.
+A task already scored (OUT/tasks/<task>.json) is not redone.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import pickle
@@ -393,6 +395,7 @@ def evaluate(
         "versions": _versions(module),
         "git_revision": _git_revision(),
         "wall_seconds": round(time.perf_counter() - started, 2),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),  # when it finished
         "tasks": tasks,
     }
     atomic_write_json(out / "results.json", results, indent=1)

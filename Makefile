@@ -18,7 +18,7 @@ SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k f
 BROWSER_PACKAGES := chromium
 
 .PHONY: demo test venv peers bench weights clean system-deps browser-deps apt-install tasks baselines experts \
-	bench-experts
+	bench-experts report-docs
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,12 @@ bench-experts: venv peers experts
 baselines: tasks peers
 	$(PY) scripts/suite_baselines.py --tasks tasks-$(SUITE) --out baselines-$(SUITE) \
 		--peers-python $(PEERS)/bin/python --docs docs/baselines-$(SUITE)
+
+# docs/scenes-full/report.{md,png,html} and the README's screenshot docs/report.png, from the
+# results (and test predictions and embeddings) committed under docs/scenes-full/runs/.
+report-docs: venv browser-deps
+	$(VENV)/bin/tympan report $(sort $(wildcard docs/scenes-full/runs/*/results.json)) --out docs/scenes-full
+	$(PY) scripts/report_screenshot.py docs/scenes-full/report.html docs/report.png --width 1280 --height 1500
 
 weights: venv
 	$(PY) -m tympan.train.v0

@@ -81,11 +81,11 @@ baselines: tasks peers
 	$(PY) scripts/suite_baselines.py --tasks tasks-$(SUITE) --out baselines-$(SUITE) \
 		--peers-python $(PEERS)/bin/python --docs docs/baselines-$(SUITE)
 
-# docs/scenes-full/report.{md,png,html} and the README's screenshot docs/report.png, from the
-# results (and test predictions and embeddings) committed under docs/scenes-full/runs/.
+# docs/report-full/report.{md,png,html} and the README's screenshot docs/report.png, from the
+# results (and test predictions and embeddings) committed under docs/report-full/runs/.
 report-docs: venv browser-deps
-	$(VENV)/bin/tympan report $(sort $(wildcard docs/scenes-full/runs/*/results.json)) --out docs/scenes-full
-	$(PY) scripts/report_screenshot.py docs/scenes-full/report.html docs/report.png --width 1280 --height 1500
+	$(VENV)/bin/tympan report $(sort $(wildcard docs/report-full/runs/*/results.json)) --out docs/report-full
+	$(PY) scripts/report_screenshot.py docs/report-full/report.html docs/report.png --width 1280 --height 1500
 
 weights: venv
 	$(PY) -m tympan.train.v0

@@ -163,20 +163,21 @@ def _test_embeddings(run: Run, task: str) -> tuple[np.ndarray, np.ndarray] | Non
 
 
 def suite_identity(data: dict) -> tuple[str, str | None]:
-    """(suite name, manifest SHA-256 or None): from the results when recorded, else from the
-    tasks folder's manifest-<suite>.json when it is readable from here."""
+    """(suite name, manifest SHA-256 or None) as recorded in the results; a results file
+    that does not record them is named from its tasks' common suffix ("-full"), no hash."""
     name = data.get("suite") or data.get("suite_name")
     digest = data.get("manifest_sha256") or data.get("suite_manifest_sha256")
-    tasks_dir = Path(data.get("tasks_dir") or "")
-    if not name or not digest:
-        manifests = sorted(tasks_dir.glob("manifest-*.json")) if data.get("tasks_dir") else []
-        if manifests:
-            name = name or manifests[0].stem.removeprefix("manifest-")
-            digest = digest or hashlib.sha256(manifests[0].read_bytes()).hexdigest()
     if not name:
         suffixes = {t.rsplit("-", 1)[-1] for t in data.get("tasks", {}) if "-" in t}
-        name = suffixes.pop() if len(suffixes) == 1 else tasks_dir.name or "unknown"
+        name = suffixes.pop() if len(suffixes) == 1 else Path(data.get("tasks_dir") or "unknown").name
     return name, digest
+
+
+def _manifest_now(data: dict) -> str | None:
+    """SHA-256 of the manifest in the results' tasks folder, if readable from here today (it
+    may have changed since the run: shown as such, never used to compare runs)."""
+    manifests = sorted(Path(data["tasks_dir"]).glob("manifest-*.json")) if data.get("tasks_dir") else []
+    return hashlib.sha256(manifests[0].read_bytes()).hexdigest() if manifests else None
 
 
 # ---------------------------------------------------------------- figures (matplotlib)
@@ -393,7 +394,7 @@ def _header(cols, runs_of: dict[int, Run], notes: Notes) -> str:
         first = group[0]
         seeds = sorted({r.get("seed") for r in group}, key=str)
         grids = sorted({f"{r.get('grid', '?')} / {r.get('event_grid', r.get('grid', '?'))}" for r in group})
-        suites = sorted({f"{n} ({d[:12] if d else 'manifest not recorded'})" for n, d in map(suite_identity, group)})
+        suites = sorted({_suite_text(r) for r in group})
         dates = sorted({_date(runs_of[id(r)]) for r in group})
         gits = sorted({(r.get("git_revision") or "not recorded")[:12] for r in group})
         versions = first.get("versions") or {}
@@ -412,6 +413,14 @@ def _header(cols, runs_of: dict[int, Run], notes: Notes) -> str:
         "<th>grid / event grid</th><th>suite (manifest SHA-256)</th><th>device</th><th>date</th><th>git</th>"
         "<th>versions</th></tr>" + "".join(rows) + "</table>"
     )
+
+
+def _suite_text(data: dict) -> str:
+    name, digest = suite_identity(data)
+    if digest:
+        return f"{name} ({digest[:12]})"
+    now = _manifest_now(data)
+    return f"{name} (not recorded; {data['tasks_dir']} has {now[:12]} now)" if now else f"{name} (not recorded)"
 
 
 def _date(run: Run) -> str:
@@ -592,6 +601,7 @@ def render(runs: list[dict], sources: list[str | os.PathLike], bench: list[dict]
     warn = ""
     if len(suites) > 1:
         listed = "; ".join(f"{n} ({d[:12] if d else 'manifest not recorded'})" for n, d in suites)
+        # suites differ by name or recorded manifest; a missing hash never matches a recorded one
         warn = (f"<div class=warn id=mixed-suites><strong>Results from {len(suites)} different suites:</strong> "
                 f"{_e(listed)}. Scores of different suites are not comparable, even for tasks of the same name.</div>")
     sections = []

@@ -1,4 +1,4 @@
-"""`tympan embed`: one .npz per file, resumable, atomic, batching that never changes results.
+"""`tympan embed` (npz): one .npz per file, resumable, atomic, batching that never changes results.
 
 Most tests use tests/embedmods/fakehear.py, a small deterministic HEAR module, so they
 test the embedder itself; the last one runs the real tympan model.
@@ -17,7 +17,7 @@ import torch
 import tympan
 from tympan import cli
 from tympan.io import read_audio
-from tympan.kit import embed
+from tympan.corpus import units
 
 EMBEDMODS = Path(__file__).parent / "embedmods"
 
@@ -133,7 +133,7 @@ def test_long_files_are_embedded_alone(tree, tmp_path, fakehear, monkeypatch):
     calls: list[int] = []
     real = fakehear.get_scene_embeddings  # called once per batch by the embedder
     monkeypatch.setattr(fakehear, "get_scene_embeddings", lambda a, m: calls.append(a.shape[0]) or real(a, m))
-    monkeypatch.setattr(embed, "MAX_BATCHED_SECONDS", 0.9)  # the 1 s clips count as long
+    monkeypatch.setattr(units, "MAX_BATCHED_SECONDS", 0.9)  # the 1 s clips count as long
 
     run_embed(tree, "--out", tmp_path / "out", "--module", "fakehear", "--batch-size", "8")
 
@@ -172,9 +172,9 @@ def test_a_run_killed_mid_write_leaves_no_partial_file(tree, tmp_path, fakehear,
 
     with monkeypatch.context() as m:
         m.setattr(np, "savez", savez_then_killed)
-        with pytest.raises(KeyboardInterrupt):
-            run_embed(tree, "--out", out, "--module", "fakehear")
-    assert [p for p in out.rglob("*") if p.is_file()] == []
+        assert run_embed(tree, "--out", out, "--module", "fakehear") == 130  # Ctrl-C
+    # No .npz and no temporary file: only the record (its header) and the lock.
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [".lock", "tympan-embed.jsonl"]
 
     assert run_embed(tree, "--out", out, "--module", "fakehear") == 1  # resumes from nothing
     assert len(npz_files(out)) == len(GOOD_FILES)
@@ -219,7 +219,7 @@ def test_missing_path_and_colliding_outputs_exit_2(tree, tmp_path, fakehear, cap
     other.mkdir()
     sf.write(other / "a.wav", np.zeros(1000, np.float32), 16000)  # tree has a.wav too
     assert run_embed(tree, other, "--out", tmp_path / "out", "--module", "fakehear") == 2
-    assert re.search(r"in/a\.wav and .*other/a\.wav would both be written to", capsys.readouterr().err)
+    assert re.search(r"in/a\.wav and .*other/a\.wav would both be stored as a\.wav .*separate --out folders", capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tympan.io import AudioReadError, atomic_save_npz, find_audio, probe_duration, read_audio
+from tympan.io import AudioReadError, atomic_save_npz, find_audio, probe_audio, read_audio
 
 
 def sine(freq: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
@@ -84,13 +84,13 @@ def test_missing_cli_extra_says_how_to_install(tmp_path, monkeypatch):
         read_audio(tmp_path / "any.wav", 16000)
 
 
-def test_probe_duration_reads_the_header_and_never_raises(tmp_path):
+def test_probe_audio_reads_the_header_and_never_raises(tmp_path):
     good, bad = tmp_path / "good.flac", tmp_path / "bad.wav"
     sf.write(good, np.zeros(22050, np.float32), 44100)
     bad.write_bytes(b"not audio")
 
-    assert probe_duration(good) == pytest.approx(0.5)
-    assert probe_duration(bad) is None
+    assert probe_audio(good) == (44100, 22050)
+    assert probe_audio(bad) is None
 
 
 def test_find_audio_recurses_filters_by_extension_and_sorts(tmp_path):

@@ -26,10 +26,10 @@ import torch
 
 import tympan
 from tympan import cli
+from tympan.checksum import state_dict_sha256
 from tympan.corpus import embedding_arrays, read_embeddings, shards
 from tympan.corpus.units import Header, Source, make_units
 from tympan.io import read_audio
-from tympan.checksum import state_dict_sha256
 
 TESTS = Path(__file__).parent
 EMBEDMODS = TESTS / "embedmods"
@@ -333,7 +333,7 @@ def start_cli(argv: list, log: Path) -> subprocess.Popen:
         [sys.executable, "-m", "tympan.cli", "embed", *map(str, argv)],
         stdout=subprocess.DEVNULL,
         stderr=open(log, "w"),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 (only sets a signal)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -508,3 +508,102 @@ def test_ray_worker_killed_mid_run_is_retried_exactly_once(small_corpus, small_r
         f"run: {next(line for line in err.splitlines() if ' embedded, ' in line).split('; ')[0]}; "
         f"final: {len(got)} rows, {len(set(got))} distinct paths"
     )
+
+
+# ----------------------------------------------------------------------------------------
+# What tympan may delete, and damaged output folders (issue 11.5, 11.8).
+
+
+def one_line_error(err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tympan embed: error: "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_a_folder_with_shards_but_no_manifest_is_refused_and_left_as_it_is(tree, tmp_path, fakehear, capsys):
+    """Issue 11.5: its shards/part-*.parquet files were deleted as garbage."""
+    out = tmp_path / "out"
+    (out / "shards").mkdir(parents=True)
+    theirs = {"shards/part-000000.parquet": b"PAR1 somebody's data", "shards/part-000007.parquet": b"PAR1 more"}
+    for name, data in theirs.items():
+        (out / name).write_bytes(data)
+    assert run_embed(tree, "--out", out, "--module", "fakehear", "--format", "parquet") == 2
+    one_line_error(capsys.readouterr().err, f"{out} is not empty (shards) and has no manifest.json", "another --out")
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == theirs
+
+    empty = tmp_path / "empty"
+    empty.mkdir()  # an empty folder is fine
+    assert run_embed(tree, "--out", empty, "--module", "fakehear", "--format", "parquet") == 1
+
+
+def test_an_unrecorded_file_among_the_shards_is_neither_deleted_nor_overwritten(tree, tmp_path, fakehear, capsys):
+    """Issue 11.5: garbage collection deleted any unlisted part-N.parquet, recorded or not."""
+    out = tmp_path / "out"
+    argv = (tree, "--out", out, "--module", "fakehear", "--format", "parquet", "--shard-rows", "4")
+    run_embed(*argv)
+    n = manifest(out)["next_shard"]
+    foreign = out / "shards" / f"part-{n:06d}.parquet"  # the name the next shard would take
+    foreign.write_bytes(b"not tympan's")
+    write(tree / "sub" / "new.wav", 0.25, 16000, seed=5)
+    assert run_embed(*argv) == 1
+    assert foreign.read_bytes() == b"not tympan's"
+    assert f"shards/part-{n + 1:06d}.parquet" in {s["file"] for s in manifest(out)["shards"]}
+    assert "sub/new.wav" in read_embeddings(out, columns=["path"]).column("path").to_pylist()
+
+
+@pytest.mark.parametrize("damage", ["manifest-not-json", "manifest-no-shards", "shard-missing", "shard-corrupt"])
+def test_a_damaged_output_folder_is_one_line_and_exit_2(tree, tmp_path, fakehear, capsys, damage):
+    """Issue 11.8: a damaged manifest or a missing or corrupt listed shard gave a traceback."""
+    out = tmp_path / "out"
+    argv = (tree, "--out", out, "--module", "fakehear", "--format", "parquet")
+    run_embed(*argv)
+    shard = out / manifest(out)["shards"][0]["file"]
+    if damage == "manifest-not-json":
+        (out / "manifest.json").write_text('{"format": "tympan-corpus/2", "shards": [')
+    elif damage == "manifest-no-shards":
+        (out / "manifest.json").write_text(json.dumps({k: v for k, v in manifest(out).items() if k != "shards"}))
+    elif damage == "shard-missing":
+        shard.unlink()
+    else:
+        shard.write_bytes(shard.read_bytes()[:100])
+    capsys.readouterr()
+    assert run_embed(*argv) == 2
+    needle = str(out / "manifest.json") + " is damaged" if damage.startswith("manifest") else f"{shard}, a committed shard"
+    one_line_error(capsys.readouterr().err, needle, "restore it from a backup, or use another --out")
+
+
+def test_an_older_output_without_sources_is_read_but_not_added_to(tree, tmp_path, fakehear, capsys):
+    out = tmp_path / "out"
+    argv = (tree, "--out", out, "--module", "fakehear", "--format", "parquet")
+    run_embed(*argv)
+    m = manifest(out)
+    for s in m["shards"]:  # as tympan-corpus/1 wrote it: no source column
+        pq.write_table(pq.read_table(out / s["file"]).drop_columns(["source"]), out / s["file"])
+    (out / "manifest.json").write_text(json.dumps({**m, "format": "tympan-corpus/1"}))
+    table = read_embeddings(out)
+    assert table.num_rows == 7 and "source" not in table.column_names
+    capsys.readouterr()
+    assert run_embed(*argv) == 2
+    one_line_error(capsys.readouterr().err, "written by an older tympan (tympan-corpus/1", "use another --out")
+
+
+def test_layers_io_imports_no_tympan_kit_and_experts_import_no_corpus_or_fusion():
+    """Issue 12.1: io.py imported corpus (lazily), kit/embed.py corpus.driver, experts/cache.py fusion."""
+    import ast
+
+    src = Path(tympan.__file__).parent
+
+    def imported(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return {n for n in names if n == "tympan" or n.startswith("tympan.")}
+
+    assert imported(src / "io.py") == set()
+    for path in [*(src / "kit").glob("*.py"), *(src / "experts").glob("*.py")]:
+        bad = {n for n in imported(path) if n.startswith(("tympan.corpus", "tympan.fusion", "tympan.cli"))}
+        assert not bad, f"{path.name} imports {bad}"

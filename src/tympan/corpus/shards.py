@@ -184,6 +184,8 @@ class Store:
         self.manifest: dict = {}
 
     def __enter__(self) -> Store:
+        if self.out.is_dir() and not os.path.lexists(self.out / MANIFEST):
+            self._refuse_foreign_files()  # before the lock file is created in someone else's folder
         self._lock = FolderLock(self.out).__enter__()
         try:
             self._open()
@@ -225,19 +227,23 @@ class Store:
                 )
             self.manifest = {**manifest, **self.header.fields(), "pending": manifest.get("pending", [])}
         else:
-            others = sorted(f.name for f in self.out.iterdir() if not _ours_in_a_new_folder(f))
-            if others:
-                shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-                raise StoreError(
-                    f"{self.out} is not empty ({shown}) and has no {MANIFEST}: tympan embed --format parquet "
-                    "writes only into a new or empty folder or one it made; use another --out"
-                )
+            self._refuse_foreign_files()
             (self.out / SHARD_DIR).mkdir(exist_ok=True)
             self._write_manifest(
                 {"format": FORMAT, **self.header.fields(), "next_shard": 0, "pending": [], "shards": []}
             )
         (self.out / SHARD_DIR).mkdir(exist_ok=True)
         self._collect_garbage()
+
+    def _refuse_foreign_files(self) -> None:
+        """StoreError when OUT, which has no manifest, holds files a run of tympan did not leave."""
+        others = sorted(f.name for f in self.out.iterdir() if not _ours_in_a_new_folder(f))
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise StoreError(
+                f"{self.out} is not empty ({shown}) and has no {MANIFEST}: tympan embed --format parquet "
+                "writes only into a new or empty folder or one it made; use another --out"
+            )
 
     def _collect_garbage(self) -> None:
         """Delete what a killed run left: the pending shards that the manifest does not list, and
@@ -358,7 +364,7 @@ class Store:
 def _check_fields(manifest: dict) -> None:
     """KeyError or TypeError when a manifest lacks a field a run needs or has one of the wrong type."""
     for key in ("next_shard", "shards", *Header.__dataclass_fields__):
-        manifest[key]  # noqa: B018 (KeyError names the field)
+        manifest[key]
     lists = manifest["shards"], manifest.get("pending", [])
     if not isinstance(manifest["next_shard"], int) or not all(isinstance(x, list) for x in lists):
         raise TypeError("next_shard must be an integer, shards and pending lists")

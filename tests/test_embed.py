@@ -419,3 +419,15 @@ def test_fifos_and_broken_or_looping_links_are_reported_as_failures_and_never_op
     assert re.search(r"failed: \S*pipe\.wav: a FIFO \(named pipe\), not a regular file", err)
     assert re.search(r"failed: \S*broken\.wav: a broken symbolic link \(its target \S*gone\.wav does not exist\)", err)
     assert re.search(r"failed: \S*loop1\.wav: a symbolic link loop", err) and re.search(r"loop2\.wav: a symbolic", err)
+
+
+@FORMATS
+def test_ctrl_c_while_loading_the_model_exits_130_in_one_line(tree, tmp_path, fakehear, capsys, monkeypatch, fmt):
+    """Issue 11.8: Ctrl-C outside the embedding loop escaped as a KeyboardInterrupt traceback."""
+
+    def interrupted(path=""):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fakehear, "load_model", interrupted)
+    assert run_embed(tree, "--out", tmp_path / "out", "--module", "fakehear", *fmt) == 130
+    assert capsys.readouterr().err == "tympan embed: interrupted; run the same command again to finish\n"

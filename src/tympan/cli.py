@@ -164,18 +164,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _embed(args: argparse.Namespace) -> int:
     """`tympan embed`: .npz files (the default) or Parquet shards (--format parquet, or --engine
-    ray), the latter with the local or the Ray engine. One pipeline (tympan.corpus.units)."""
-    if (args.format or ("parquet" if args.engine == "ray" else "npz")) == "npz":
-        from tympan.corpus import npz
+    ray), the latter with the local or the Ray engine. One pipeline (tympan.corpus.units).
+    Ctrl-C exits with 130 wherever it comes (the writers commit or keep what is done first)."""
+    try:
+        if (args.format or ("parquet" if args.engine == "ray" else "npz")) == "npz":
+            from tympan.corpus import npz
 
-        return npz.main(args)
-    from tympan.corpus import driver
+            return npz.main(args)
+        from tympan.corpus import driver
 
-    if args.engine == "ray":
-        from tympan.corpus.ray_engine import RayEngine as engine
-    else:
-        from tympan.corpus.local import LocalEngine as engine
-    return driver.main(args, engine)
+        if args.engine == "ray":
+            from tympan.corpus.ray_engine import RayEngine as engine
+        else:
+            from tympan.corpus.local import LocalEngine as engine
+        return driver.main(args, engine)
+    except KeyboardInterrupt:  # while listing, loading the model or probing: nothing written yet
+        print("tympan embed: interrupted; run the same command again to finish", file=sys.stderr)
+        return 130
 
 
 def _experts_pack(args: argparse.Namespace) -> int:

@@ -195,7 +195,7 @@ def header_of(module_name: str, model, model_path: str) -> Header:
     if missing:
         raise UsageError(
             f"the model of {module_name!r} has no {', '.join(missing)}: the HEAR API requires them, "
-            "and a Parquet output needs the embedding sizes up front"
+            "and both output formats record them up front"
         )
     return Header(
         module_name,

@@ -431,3 +431,19 @@ def test_ctrl_c_while_loading_the_model_exits_130_in_one_line(tree, tmp_path, fa
     monkeypatch.setattr(fakehear, "load_model", interrupted)
     assert run_embed(tree, "--out", tmp_path / "out", "--module", "fakehear", *fmt) == 130
     assert capsys.readouterr().err == "tympan embed: interrupted; run the same command again to finish\n"
+
+
+@pytest.mark.parametrize("missing, fmt, message", [
+    ("tqdm", [], 'tqdm is needed to read audio files and show progress; install it with pip install "tympan[cli]"'),
+    ("pyarrow", PARQUET, '--format parquet needs pyarrow: pip install "tympan[parquet]"'),
+])  # fmt: skip
+def test_a_missing_optional_package_is_one_line_and_exit_2(tree, tmp_path, fakehear, capsys, monkeypatch,
+                                                           missing, fmt, message):
+    """Issue 11.8: the ImportError escaped as a traceback."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, missing, None)  # `import missing` fails
+    for name in ["tympan.corpus.driver", "tympan.corpus.shards", "tympan.corpus.local"]:
+        monkeypatch.delitem(sys.modules, name, raising=False)  # imported again, without it
+    assert run_embed(tree, "--out", tmp_path / "out", "--module", "fakehear", *fmt) == 2
+    assert capsys.readouterr().err == f"tympan embed: error: {message}\n"

@@ -165,13 +165,19 @@ def main(argv: list[str] | None = None) -> int:
 def _embed(args: argparse.Namespace) -> int:
     """`tympan embed`: .npz files (the default) or Parquet shards (--format parquet, or --engine
     ray), the latter with the local or the Ray engine. One pipeline (tympan.corpus.units).
-    Ctrl-C exits with 130 wherever it comes (the writers commit or keep what is done first)."""
+    Ctrl-C exits with 130 wherever it comes (the writers commit or keep what is done first); a
+    missing optional package is one line and exit code 2."""
     try:
         if (args.format or ("parquet" if args.engine == "ray" else "npz")) == "npz":
             from tympan.corpus import npz
 
             return npz.main(args)
-        from tympan.corpus import driver
+        try:
+            from tympan.corpus import driver
+        except ImportError as e:
+            if e.name != "pyarrow":
+                raise
+            raise ImportError('--format parquet needs pyarrow: pip install "tympan[parquet]"') from None
 
         if args.engine == "ray":
             from tympan.corpus.ray_engine import RayEngine as engine
@@ -181,6 +187,9 @@ def _embed(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # while listing, loading the model or probing: nothing written yet
         print("tympan embed: interrupted; run the same command again to finish", file=sys.stderr)
         return 130
+    except ImportError as e:  # an optional package (tympan.io.require_extra says which extra has it)
+        print(f"tympan embed: error: {e}", file=sys.stderr)
+        return 2
 
 
 def _experts_pack(args: argparse.Namespace) -> int:

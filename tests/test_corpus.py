@@ -569,7 +569,7 @@ def test_a_damaged_output_folder_is_one_line_and_exit_2(tree, tmp_path, fakehear
         shard.write_bytes(shard.read_bytes()[:100])
     capsys.readouterr()
     assert run_embed(*argv) == 2
-    needle = str(out / "manifest.json") + " is damaged" if damage.startswith("manifest") else f"{shard}, a committed shard"
+    needle = f"{out / 'manifest.json'} is damaged" if damage.startswith("manifest") else f"{shard}, a committed shard"
     one_line_error(capsys.readouterr().err, needle, "restore it from a backup, or use another --out")
 
 

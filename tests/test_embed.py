@@ -219,7 +219,8 @@ def test_missing_path_and_colliding_outputs_exit_2(tree, tmp_path, fakehear, cap
     other.mkdir()
     sf.write(other / "a.wav", np.zeros(1000, np.float32), 16000)  # tree has a.wav too
     assert run_embed(tree, other, "--out", tmp_path / "out", "--module", "fakehear") == 2
-    assert re.search(r"in/a\.wav and .*other/a\.wav would both be stored as a\.wav .*separate --out folders", capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert re.search(r"in/a\.wav and .*other/a\.wav would both be stored as a\.wav .*separate --out folders", err)
     assert not (tmp_path / "out").exists()
 
 

@@ -101,7 +101,9 @@ def main(args: argparse.Namespace) -> int:
         _check(args)
         out = check_out(args.out)
         if (out / "manifest.json").exists():
-            raise UsageError(f"{out} is a Parquet output (it has manifest.json): add --format parquet, or use another --out")
+            raise UsageError(
+                f"{out} is a Parquet output (it has manifest.json): add --format parquet, or use another --out"
+            )
         sources = list_sources(args.paths)
         module, model = load(ModelSpec(args.module, args.model, args.batch_size, None), args.device)
         header = header_of(args.module, model, args.model)

@@ -443,8 +443,11 @@ def test_a_missing_optional_package_is_one_line_and_exit_2(tree, tmp_path, fakeh
     """Issue 11.8: the ImportError escaped as a traceback."""
     import sys
 
+    import tympan.corpus
+
     monkeypatch.setitem(sys.modules, missing, None)  # `import missing` fails
-    for name in ["tympan.corpus.driver", "tympan.corpus.shards", "tympan.corpus.local"]:
-        monkeypatch.delitem(sys.modules, name, raising=False)  # imported again, without it
+    for name in ["driver", "shards", "local"]:  # imported again, without it
+        monkeypatch.delitem(sys.modules, f"tympan.corpus.{name}", raising=False)
+        monkeypatch.delattr(tympan.corpus, name, raising=False)
     assert run_embed(tree, "--out", tmp_path / "out", "--module", "fakehear", *fmt) == 2
     assert capsys.readouterr().err == f"tympan embed: error: {message}\n"

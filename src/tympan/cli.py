@@ -1,7 +1,8 @@
 """The `tympan` command line: `tympan embed | validate | evaluate | report | tasks build | experts`.
 
-Each subcommand's work lives in its own kit module; this file only declares arguments
-and dispatches, so that `tympan --help` works without importing torch.
+Each subcommand's work lives in its own module; this file declares the arguments and does
+every dispatch (embed: npz or Parquet, local or Ray engine; experts pack: tympan.fusion), so
+that `tympan --help` works without importing torch and no lower layer imports a higher one.
 """
 
 from __future__ import annotations
@@ -139,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return validate.main(args)
     if args.command == "embed":
-        from tympan.kit import embed
-
-        return embed.main(args)
+        return _embed(args)
     if args.command == "evaluate":
         from tympan.kit import evaluate
 
@@ -155,10 +154,58 @@ def main(argv: list[str] | None = None) -> int:
 
         return build.main(args)
     if args.command == "experts":
+        if args.experts_command == "pack":
+            return _experts_pack(args)
         from tympan.experts import cache
 
         return cache.main(args)
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _embed(args: argparse.Namespace) -> int:
+    """`tympan embed`: .npz files (the default) or Parquet shards (--format parquet, or --engine
+    ray), the latter with the local or the Ray engine. One pipeline (tympan.corpus.units).
+    Ctrl-C exits with 130 wherever it comes (the writers commit or keep what is done first); a
+    missing optional package is one line and exit code 2."""
+    try:
+        if (args.format or ("parquet" if args.engine == "ray" else "npz")) == "npz":
+            from tympan.corpus import npz
+
+            return npz.main(args)
+        try:
+            from tympan.corpus import driver
+        except ImportError as e:
+            if e.name != "pyarrow":
+                raise
+            raise ImportError('--format parquet needs pyarrow: pip install "tympan[parquet]"') from None
+
+        if args.engine == "ray":
+            from tympan.corpus.ray_engine import RayEngine as engine
+        else:
+            from tympan.corpus.local import LocalEngine as engine
+        return driver.main(args, engine)
+    except KeyboardInterrupt:  # while listing, loading the model or probing: nothing written yet
+        print("tympan embed: interrupted; run the same command again to finish", file=sys.stderr)
+        return 130
+    except ImportError as e:  # an optional package (tympan.io.require_extra says which extra has it)
+        print(f"tympan embed: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _experts_pack(args: argparse.Namespace) -> int:
+    """`tympan experts pack`: tympan.fusion.pack with the experts from the cache."""
+    from tympan import fusion
+    from tympan.experts.cache import ExpertWeightsMissing
+    from tympan.model import WeightsError
+
+    blocks = args.blocks.split(",") if args.blocks else None
+    try:
+        digest = fusion.pack(args.out, args.dir, blocks)
+    except (ExpertWeightsMissing, WeightsError, ValueError) as err:
+        print(f"tympan experts pack: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} (sha256 {digest})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -223,7 +223,7 @@ def describe(directory: str | os.PathLike | None = None) -> str:
 
 
 def main(args) -> int:
-    """`tympan experts fetch | list | pack` (cli.py declares the arguments)."""
+    """`tympan experts fetch | list` (cli.py declares the arguments, and dispatches `pack` to tympan.fusion)."""
     if args.experts_command == "fetch":
         try:
             fetch(args.dir, args.expert, args.wheels)
@@ -234,16 +234,5 @@ def main(args) -> int:
         return 0
     if args.experts_command == "list":
         print(describe(args.dir))
-        return 0
-    if args.experts_command == "pack":
-        from tympan import fusion
-
-        blocks = args.blocks.split(",") if args.blocks else None
-        try:
-            digest = fusion.pack(args.out, args.dir, blocks)
-        except (ExpertWeightsMissing, WeightsError, ValueError) as err:
-            print(f"tympan experts pack: {err.args[0] if err.args else err}", file=sys.stderr)
-            return 1
-        print(f"wrote {args.out} (sha256 {digest})")
         return 0
     raise AssertionError(f"unhandled experts command {args.experts_command!r}")

@@ -337,6 +337,22 @@ def test_a_truncated_or_emptied_npz_is_embedded_again(tree, tmp_path, fakehear, 
     assert (out / "a.wav.npz").read_bytes() == whole
 
 
+def test_a_changed_input_is_embedded_again(tree, tmp_path, fakehear, capsys):
+    """An input replaced since its .npz was written (other samples, so another size or mtime)
+    is embedded again, as Parquet outputs do; its unchanged neighbours are skipped."""
+    out = tmp_path / "out"
+    run_embed(tree, "--out", out, "--module", "fakehear")
+    before = np.load(out / "a.wav.npz")["embeddings"]
+    sf.write(tree / "a.wav", np.full(16000, 0.25, np.float32), 16000)  # same length, other samples
+    capsys.readouterr()
+
+    assert run_embed(tree, "--out", out, "--module", "fakehear") == 1  # bad.wav
+    assert "1 embedded, 5 skipped (already done), 1 failed" in capsys.readouterr().err
+    model = fakehear.load_model()
+    assert_npz_matches(out / "a.wav.npz", expected(fakehear, model, tree / "a.wav"), model)
+    assert not np.array_equal(np.load(out / "a.wav.npz")["embeddings"], before)
+
+
 def test_an_npz_tympan_did_not_write_is_never_overwritten(tree, tmp_path, fakehear, capsys):
     """Issue 11.5: an .npz that is not tympan's (no record of it) is refused, not replaced or skipped."""
     out = tmp_path / "out"

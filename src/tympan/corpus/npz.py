@@ -30,14 +30,16 @@ The record (JSON lines). The first line says what embedded the folder: {"format"
 "tympan-npz/1", "module", "weights_sha256", "sample_rate", "timestamp_embedding_size",
 "scene_embedding_size"} (the Parquet manifest's fields and rule: one folder, one model).
 Then one line per .npz written, {"path": relative path of the input, "source": absolute
-path of the input file, "bytes": size of the .npz}, appended once the .npz's bytes are on
+path of the input file, "size" and "mtime_ns": the input's size and modification time when it
+was listed, "bytes": size of the .npz}, appended once the .npz's bytes are on
 disk and before it is renamed into place; a later line for a path replaces an earlier one.
 
 Why it works this way:
-- Resumable: a file whose .npz is recorded, from the same source file, with the recorded
-  size and a readable archive directory, is skipped, so rerunning after an interruption, or
-  after adding files, only does the missing work; to redo a file, delete its .npz. A .npz
-  that is missing, emptied or truncated is embedded again. Every .npz is written to a
+- Resumable: a file whose .npz is recorded, from the same source file, unchanged since (same
+  size and modification time, the Parquet rule), with the recorded .npz size and a readable
+  archive directory, is skipped, so rerunning after an interruption, or after adding files,
+  only does the missing work; to redo a file, delete its .npz. A changed input, and a .npz
+  that is missing, emptied or truncated, are embedded again. Every .npz is written to a
   temporary file and renamed into place, so a killed run never leaves a partial one (a hard
   kill may leave a `*.npz.tmp-*` file, safe to delete).
 - Never overwrites what it did not write: a .npz that exists without a record line (another
@@ -182,7 +184,12 @@ class _Record:
                     if i == len(lines):  # the last line, cut by a kill mid-append: its .npz was never renamed
                         continue
                     raise ValueError(f"line {i} is not JSON") from None
-                entries[e["path"]] = {"source": e["source"], "bytes": int(e["bytes"])}
+                entries[e["path"]] = {
+                    "source": e["source"],
+                    "size": int(e["size"]),
+                    "mtime_ns": int(e["mtime_ns"]),
+                    "bytes": int(e["bytes"]),
+                }
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise UsageError(
                 f"{self.path} is damaged ({e}): which .npz files tympan wrote is unknown; "
@@ -192,7 +199,13 @@ class _Record:
 
     def add(self, key: str, source: Source, tmp: Path) -> None:
         """Record that `tmp`, about to be renamed to key's .npz, holds the embedding of `source`."""
-        entry = {"path": key, "source": source.file, "bytes": tmp.stat().st_size}
+        entry = {
+            "path": key,
+            "source": source.file,
+            "size": source.size,
+            "mtime_ns": source.mtime_ns,
+            "bytes": tmp.stat().st_size,
+        }
         # One write of one short line to an O_APPEND file: a kill cannot interleave it.
         os.write(self.fd, (json.dumps(entry) + "\n").encode())
         self.entries[key] = entry
@@ -213,8 +226,8 @@ def _plan_npz(out: Path, record: _Record, sources: list[Source]) -> _NpzRun:
                 todo.append(s)
         elif exists and not same_file(entry["source"], s.file):
             clashes.append((npz, entry["source"], s))
-        elif not (exists and _intact(npz, entry["bytes"])):
-            todo.append(s)
+        elif (entry["size"], entry["mtime_ns"]) != (s.size, s.mtime_ns) or not (exists and _intact(npz, entry["bytes"])):
+            todo.append(s)  # a changed input, or a .npz damaged since
     if clashes:
         npz, theirs, s = clashes[0]
         more = f" (and {len(clashes) - 1} more like it)" if len(clashes) > 1 else ""

@@ -229,5 +229,5 @@ def test_default_fusion_and_its_packed_file_agree(tmp_path):
 def test_pack_command_names_bad_blocks(tmp_path, capsys):
     from tympan.cli import main
 
-    assert main(["experts", "pack", "--out", str(tmp_path / "f.pt"), "--blocks", "v0,nope"]) == 1
+    assert main(["experts", "pack", "--out", str(tmp_path / "f.pt"), "--blocks", "v0,nope"]) == 2
     assert "distinct names among" in capsys.readouterr().err and not (tmp_path / "f.pt").exists()

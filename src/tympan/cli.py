@@ -202,8 +202,9 @@ def _experts_pack(args: argparse.Namespace) -> int:
     try:
         digest = fusion.pack(args.out, args.dir, blocks)
     except (ExpertWeightsMissing, WeightsError, ValueError) as err:
-        print(f"tympan experts pack: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 1
+        # Bad --blocks, or weights missing from the cache: usage and environment errors.
+        print(f"tympan experts pack: error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out} (sha256 {digest})")
     return 0
 

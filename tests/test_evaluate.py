@@ -438,7 +438,8 @@ def test_ctrl_c_in_evaluate_exits_130_and_resumes(scored, tmp_path, monkeypatch,
 
 
 def results_file(path, module="m", seed=0, score=0.5, grid="fast", tasks_dir="suite-a", identity=None, **extra):
-    entry = {"primary_metric": "top1_acc", "scores": {"top1_acc": {"mean": score, "std": 0.0, "folds": {"test": score}}}}
+    scores = {"top1_acc": {"mean": score, "std": 0.0, "folds": {"test": score}}}
+    entry = {"primary_metric": "top1_acc", "scores": scores}
     if identity:
         entry["provenance"] = {"task_identity": identity}
     run = {"module": module, "model_path": None, "weights_sha256": "a" * 64, "seed": seed, "grid": grid,

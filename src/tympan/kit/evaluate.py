@@ -361,7 +361,9 @@ def _short(value) -> str:
 
 def _differences(saved: dict, wanted: dict) -> str:
     return ", ".join(
-        f"{key} {_short(saved.get(key))} there, {_short(value)} now" for key, value in wanted.items() if saved.get(key) != value
+        f"{key} {_short(saved.get(key))} there, {_short(value)} now"
+        for key, value in wanted.items()
+        if saved.get(key) != value
     )
 
 
@@ -373,7 +375,9 @@ def check_reuse(done: Path, task_provenance: dict, emb_dir: Path, embedding_prov
         try:
             saved = json.loads(done.read_text()).get("provenance")
         except (OSError, json.JSONDecodeError, AttributeError) as e:
-            raise UsageError(f"{done} cannot be read ({type(e).__name__}: {e}); delete it to score the task again") from None
+            raise UsageError(
+                f"{done} cannot be read ({type(e).__name__}: {e}); delete it to score the task again"
+            ) from None
         if saved is None:
             raise UsageError(
                 f"{done} records no provenance (an older tympan evaluate wrote it), so it cannot be told from "
@@ -389,7 +393,9 @@ def check_reuse(done: Path, task_provenance: dict, emb_dir: Path, embedding_prov
         try:
             saved = json.loads(prov.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise UsageError(f"{prov} cannot be read ({type(e).__name__}: {e}); delete {emb_dir} to embed again") from None
+            raise UsageError(
+                f"{prov} cannot be read ({type(e).__name__}: {e}); delete {emb_dir} to embed again"
+            ) from None
         if saved != embedding_provenance:
             raise UsageError(
                 f"{emb_dir} holds embeddings of another run ({_differences(saved, embedding_provenance)}); "

@@ -25,8 +25,9 @@ checked here, with the value found and what to change:
   at every index of batches of 2, 5 and 16 short sounds beside louder and quieter ones (a
   batch-wide peak or statistic, or another code path for larger batches, changes it); the
   same output for the same input; tones and digital silence (the kit pads clips with
-  zeros); clips of 1 ms and 10 ms; lengths that are not a whole number of hops; a long clip (default 20 minutes, batch 1, the HEAR maximum) with its wall time and
-  peak memory, failing above HEAR's 16 GB GPU limit; outputs on the input's device.
+  zeros); clips of 1 ms and 10 ms; lengths that are not a whole number of hops; a long
+  clip (default 20 minutes, batch 1, the HEAR maximum) with its wall time and peak memory,
+  failing above HEAR's 16 GB GPU limit; outputs on the input's device.
 
 Every call runs under torch.no_grad() with the model moved by `.to(device)` and the audio on
 that device, as the HEAR evaluation kit does. Test audio is deterministic (seeded noise and

@@ -70,7 +70,7 @@ SHORT_SECONDS = (0.001, 0.010)
 # these sizes drawn from them (the HEAR kit batches up to 16 clips and more).
 BATCH_POOL = 16
 BATCH_SIZES = (2, 5, 16)
-BATCH_SECONDS = 0.25  # short: the check makes 2 x (16 + 2 + 5 + 16) calls
+BATCH_SECONDS = 0.25  # short: per embedding function, 16 sounds alone and 2 + 5 + 16 in batches
 
 MAX_HOP_MS = 50.0  # HEAR scores note onsets with a 50 ms tolerance
 FINE_HOP_MS = 25.0  # above this, a hop still passes but costs onset precision

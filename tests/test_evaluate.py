@@ -412,6 +412,7 @@ def test_usage_errors_are_one_line_with_exit_code_2(scored, tmp_path, capsys):
         (["--tasks", str(tmp_path / "nowhere"), "--out", out], f"--tasks {tmp_path / 'nowhere'}: no such folder"),
         (["--tasks", str(tasks), "--out", str(tmp_path / "a-file")], f"--out {tmp_path / 'a-file'} is a file"),
         (["--tasks", str(tasks), "--out", out, "--model", str(tmp_path / "bad.pt")], f"--model {tmp_path / 'bad.pt'}"),
+        (["--tasks", str(tasks), "--out", out, "--device", "no-such-device"], "--device 'no-such-device' cannot be used"),
     ]
     for args, words in cases:
         assert cli(["evaluate", "tympan", *args, "--grid", "fast"]) == 2, args

@@ -62,7 +62,7 @@ import torch
 from tympan.checksum import weights_identity
 from tympan.io import atomic_write, atomic_write_json
 from tympan.kit import downstream, metrics
-from tympan.kit.hear import UsageError, import_hear_module, load_hear_model
+from tympan.kit.hear import UsageError, check_device, import_hear_module, load_hear_model
 from tympan.kit.tasks import (
     Task,
     TaskFormatError,
@@ -467,6 +467,7 @@ def evaluate(
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder for the embeddings and results (it is created)")
     task_paths = _select_tasks(tasks_dir, task_names)
+    check_device(device)  # before loading, so that a missing CUDA is not blamed on the model
     model = _load_model(module, module_name, model_path, device)
     sample_rate = int(model.sample_rate)
     weights = weights_identity(model, model_path)

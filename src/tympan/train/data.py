@@ -10,7 +10,8 @@ and labelled by construction. Kinds (default shares of the hours in SHARES):
             variants; random sentences (the suite's word pools), phonemes from espeak-ng --ipa
     music   the train sound sets (FluidR3_GM, FluidR3Mono_GM, MuseScore_General) playing
             music21 scores of the train works or random polyphony (the suite's note-onsets clips)
-    events  the suite's sound-events clips from its train packages and drum kits
+    events  the suite's sound-events clips from its train packages and drum kits, less any
+            package another task holds out (ktuberling-data: music-speech's valid speech)
     noise   ambience loops of the train packages and coloured noise, no events
     mix     a speech clip over a music clip (speech-to-music ratio -5..10 dB)
 
@@ -181,6 +182,20 @@ class Sources:
         self.versions.update(packages.versions)
         return pools
 
+    @cached_property
+    def train_events(self) -> sounds._EventPool:
+        """sound-events' train pool less every group another task holds out: ktuberling-data is
+        train in sound-events but valid in music-speech, so its speech is not used (the event
+        class "speech" then has no source and is left out of events clips)."""
+        held = held_out_by_rule(self)
+        pool = self.events["train"]
+        shots = {
+            label: kept
+            for label, by_group in pool.shots.items()
+            if (kept := {group: files for group, files in by_group.items() if group not in held})
+        }
+        return sounds._EventPool(shots, [(g, path) for g, path in pool.backgrounds if g not in held])
+
     def python_versions(self) -> dict[str, str]:
         import importlib.metadata as md
 
@@ -266,7 +281,7 @@ def _plan_music(sources: Sources, rng: np.random.Generator) -> MusicPlan:
 
 
 def _plan_noise(sources: Sources, rng: np.random.Generator) -> EventsPlan:
-    backgrounds = sources.events["train"].backgrounds
+    backgrounds = sources.train_events.backgrounds
     background = backgrounds[rng.integers(len(backgrounds))] if rng.uniform() < AMBIENCE_CHANCE else None
     mix = {
         "loop_start": float(rng.uniform()),
@@ -297,7 +312,7 @@ def plan_clip(sources: Sources, seed: int, kind: str, index: int) -> ClipPlan:
     elif kind == "music":
         spec = _plan_music(sources, rng)
     elif kind == "events":
-        events, background, mix = sounds._plan_clip(sources.events["train"], rng)
+        events, background, mix = sounds._plan_clip(sources.train_events, rng)
         spec = EventsPlan(tuple(events), background, mix)
     elif kind == "noise":
         spec = _plan_noise(sources, rng)

@@ -72,8 +72,14 @@ def test_a_rerun_resumes_and_other_settings_are_refused(tiny):
     report = data.build(second, HOURS, seed=3)
     assert report["all"]["made"] == 1
     assert (second / "manifest.json").read_text() == before
-    with pytest.raises(data.TrainDataError, match="seed"):
+    with pytest.raises(data.TrainDataError, match=r"\(seed differ\)"):
         data.build(second, HOURS, seed=4)
+    # Built with another version of a package: refused too, never mixed.
+    settings = json.loads((second / "settings.json").read_text())
+    settings["versions"]["espeak-ng"] = "0.0-older"
+    (second / "settings.json").write_text(json.dumps(settings))
+    with pytest.raises(data.TrainDataError, match=r"\(versions differ\)"):
+        data.build(second, HOURS, seed=3)
 
 
 def test_a_non_empty_folder_without_settings_is_refused(tmp_path):

@@ -153,10 +153,7 @@ class Sources:
             script = _script(base)
             if script is None:
                 continue
-            try:
-                frequent, names = speech.word_pools(base, script)
-            except Exception:  # babel/num2words/wordfreq know the code but not this use of it
-                continue
+            frequent, names = speech.word_pools(base, script)
             if len(frequent) + len(names) >= MIN_LANGUAGE_WORDS:
                 pools[language] = (frequent, names)
         self.versions.update(speech.engine_versions())
@@ -600,6 +597,16 @@ def parse_kinds(text: str) -> tuple[str, ...]:
     return tuple(k for k in KINDS if k in kinds)
 
 
+def _refuse_other(out: Path, before: dict, settings: dict) -> None:
+    """TrainDataError naming the settings that differ from those the folder was built with."""
+    differ = sorted(k for k in settings if before.get(k) != settings[k])
+    if differ:
+        raise TrainDataError(
+            f"{out} holds training data built with other settings ({', '.join(differ)} differ): "
+            "give another --out, or delete the folder to rebuild it"
+        )
+
+
 def build(out: str | Path, hours: float, seed: int = 0, kinds: tuple[str, ...] = KINDS,
           suite_dir: str | Path | None = None, progress: bool = False) -> dict:
     """Generate (or finish) the training set in `out`; returns the build report (build.json).
@@ -613,6 +620,13 @@ def build(out: str | Path, hours: float, seed: int = 0, kinds: tuple[str, ...] =
     out = Path(out)
     start = time.perf_counter()
     counts = clip_counts(hours, kinds)
+    settings_path = out / "settings.json"
+    asked = {"format_version": FORMAT_VERSION, "hours": hours, "seed": seed, "kinds": list(kinds)}
+    before = json.loads(settings_path.read_text(encoding="utf-8")) if settings_path.exists() else None
+    if before is not None:
+        _refuse_other(out, before, asked)  # at once, before loading sources; versions are compared below
+    elif out.exists() and any(out.iterdir()):
+        raise TrainDataError(f"{out} is not empty and holds no settings.json: give an empty or new --out folder")
     sources = Sources(kinds)
     plan = [plan_clip(sources, seed, kind, i) for kind in kinds for i in range(counts[kind])]
     held = held_out_by_rule(sources)
@@ -621,10 +635,7 @@ def build(out: str | Path, hours: float, seed: int = 0, kinds: tuple[str, ...] =
     check_held_out(plan, held)
     languages = sources.speech[0] if {"speech", "mix"} & set(kinds) else []
     settings = {
-        "format_version": FORMAT_VERSION,
-        "hours": hours,
-        "seed": seed,
-        "kinds": list(kinds),
+        **asked,
         "clips": counts,
         "clip_seconds": CLIP_SECONDS,
         "sample_rate": SAMPLE_RATE,
@@ -635,17 +646,8 @@ def build(out: str | Path, hours: float, seed: int = 0, kinds: tuple[str, ...] =
         "midi_keys": [music.MIDI_PITCHES[0], music.MIDI_PITCHES[-1]],
         "versions": dict(sorted({**sources.versions, **sources.python_versions()}.items())),
     }
-    settings_path = out / "settings.json"
-    if settings_path.exists():
-        before = json.loads(settings_path.read_text(encoding="utf-8"))
-        if before != settings:
-            differ = sorted(k for k in {*before, *settings} if before.get(k) != settings.get(k))
-            raise TrainDataError(
-                f"{out} holds training data built with other settings ({', '.join(differ)} differ): "
-                "give another --out, or delete the folder to rebuild it"
-            )
-    elif out.exists() and any(out.iterdir()):
-        raise TrainDataError(f"{out} is not empty and holds no settings.json: give an empty or new --out folder")
+    if before is not None:
+        _refuse_other(out, before, settings)
     atomic_write_json(settings_path, settings, indent=1, sort_keys=True)
     todo = [clip for clip in plan if not all(p.exists() for p in _clip_files(out, clip))]
     bar = None

@@ -63,12 +63,15 @@ import argparse
 import hashlib
 import io
 import json
+import os
+import re
 import subprocess
 import sys
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +98,11 @@ SPEECH_LEAD = (0.1, 1.0)
 SPEECH_TAIL = 0.1
 CLEAN_LEVEL_DB = -23.0  # RMS of clean speech, noise and mix clips (music and events keep the suite's levels)
 MIN_LANGUAGE_WORDS = 100  # a language voice needs this many words in its pools to be used
+# A language voice is used when espeak-ng switches to another language's rules for at most
+# this share of the words of a PROBE_WORDS-word probe sentence.
+PROBE_WORDS = 40
+MAX_SWITCH_SHARE = 0.1
+SWITCH_MARK = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9]+)*\)")
 # Noise clips: an ambience loop of the train packages with this chance, else coloured noise.
 AMBIENCE_CHANCE = 0.5
 MIX_SMR_DB = (-5.0, 10.0)  # speech-to-music ratio of mix clips
@@ -128,9 +136,45 @@ def _script(language: str) -> str | None:
 
 
 def espeak_languages() -> list[str]:
-    """espeak-ng's language voices (e.g. "en-us", "pt-br"), sorted and unique."""
+    """espeak-ng's language voices that `-v` accepts by their language name (e.g. "en-us",
+    "pt-br"; not "chr-US-Qaaa-x-west"), sorted and unique."""
     listing = subprocess.run(["espeak-ng", "--voices"], check=True, capture_output=True, text=True).stdout
-    return sorted({line.split()[1] for line in listing.splitlines()[1:] if line.strip()})
+    names = sorted({line.split()[1] for line in listing.splitlines()[1:] if line.strip()})
+    accepted = [
+        name for name in names
+        if subprocess.run(["espeak-ng", "-q", "-v", name, ""], capture_output=True).returncode == 0
+    ]  # fmt: skip
+    return accepted
+
+
+def _usable(language: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The word pools of an espeak-ng language voice, or None when it is left out: babel does
+    not know it, its pools hold under MIN_LANGUAGE_WORDS words, espeak-ng fails on its text
+    (1.51 crashes on Burmese), or reads more than MAX_SWITCH_SHARE of a probe sentence's
+    words with another language's rules (it marks the switch, e.g. "(en)"): such clips
+    would teach the wrong language."""
+    base = language.split("-")[0]
+    script = _script(base)
+    if script is None:
+        return None
+    frequent, names = speech.word_pools(base, script)
+    if len(frequent) + len(names) < MIN_LANGUAGE_WORDS:
+        return None
+    probe = speech.sentence(clip_rng(0, f"probe/{language}", 0), frequent, names, PROBE_WORDS)
+    try:
+        switches = _phonemes(speech.Voice("espeak-ng", language), probe)[1]
+    except RuntimeError:
+        return None
+    return (frequent, names) if switches <= MAX_SWITCH_SHARE * PROBE_WORDS else None
+
+
+@lru_cache(maxsize=1)
+def language_pools() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """{espeak-ng language voice: (frequent words, name words)} of the voices speech clips use."""
+    languages = espeak_languages()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # the work is in espeak-ng
+        usable = list(pool.map(_usable, languages))
+    return {language: pools for language, pools in zip(languages, usable) if pools is not None}
 
 
 class Sources:
@@ -147,15 +191,7 @@ class Sources:
     def speech(self) -> tuple[list[str], dict[str, tuple], list[str]]:
         """(language voices, {language voice: word pools}, train variants)."""
         speech.require_commands(espeak_ng="espeak-ng")
-        pools = {}
-        for language in espeak_languages():
-            base = language.split("-")[0]
-            script = _script(base)
-            if script is None:
-                continue
-            frequent, names = speech.word_pools(base, script)
-            if len(frequent) + len(names) >= MIN_LANGUAGE_WORDS:
-                pools[language] = (frequent, names)
+        pools = language_pools()
         self.versions.update(speech.engine_versions())
         return sorted(pools), pools, speech.split_variants("train")
 
@@ -397,12 +433,16 @@ def check_held_out(plan: list[ClipPlan], held: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- rendering
 
 
-def _phonemes(voice: speech.Voice, text: str) -> str:
-    """espeak-ng's IPA for `text` in `voice`, its clause lines joined by spaces."""
+def _phonemes(voice: speech.Voice, text: str) -> tuple[str, int]:
+    """espeak-ng's IPA for `text` in `voice`, its clause lines joined by spaces, without its
+    language-switch marks ("(en)" where it reads a word with another language's rules), and
+    the number of switches."""
     done = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", voice.name, text], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"espeak-ng --ipa failed for voice {voice.name!r}: {done.stderr.strip()[-300:]}")
-    return " ".join(line.strip() for line in done.stdout.splitlines() if line.strip())
+    ipa = " ".join(line.strip() for line in done.stdout.splitlines() if line.strip())
+    switches = SWITCH_MARK.findall(ipa)
+    return SWITCH_MARK.sub("", ipa), len(switches) // 2  # a switch away and back are two marks
 
 
 def voiced_segments(x: np.ndarray, offset: int) -> np.ndarray:
@@ -430,10 +470,12 @@ def _render_speech(spec: SpeechPlan) -> tuple[np.ndarray, dict]:
             raise RuntimeError(f"one word of {spec.voice.name} does not fit in {CLIP_SECONDS} s: {text!r}")
         words = words[: max(1, min(len(words) - 1, int(len(words) * room / len(x))))]
     audio = set_level(speech.place(x, CLIP_SAMPLES, lead), CLEAN_LEVEL_DB)
+    phonemes, switches = _phonemes(spec.voice, text)
     truth = {
         "speech": voiced_segments(x, lead),
         "text": text,
-        "phonemes": _phonemes(spec.voice, text),
+        "phonemes": phonemes,
+        "language_switches": switches,
         "voice": spec.voice.name,
         "language": spec.language,
     }
@@ -566,7 +608,7 @@ def write_clip(sources: Sources, clip: ClipPlan, out: Path, languages: list[str]
         "kind": clip.kind,
         "groups": list(clip.groups),
         "recipe": clip.recipe.to_dict(),
-        **{k: truth[k] for k in ("text", "phonemes", "voice", "language", "description") if k in truth},
+        **{k: truth[k] for k in ("text", "phonemes", "language_switches", "voice", "language", "description") if k in truth},
     }
     arrays.update(
         notes=truth.get("notes", np.zeros((0, 4))),

@@ -170,20 +170,32 @@ def test_onset_labels_land_on_the_frame_of_the_onset():
 
 
 def test_the_augmented_audio_starts_on_its_labelled_frame():
-    """A tone burst at 1 s, augmented with speed, room, band limit and codec: the sound's first
-    frame above -20 dB of its peak is the frame the augmented onset label names."""
+    """A tone burst at 1 s, augmented with speed, room, band limit, codec, and (as speech is)
+    pitch shift and VTLP: the augmented onset label names the frame of 1 s / speed, and the
+    sound starts (first sample above -20 dB of its peak) within 5 ms of that time."""
     t = np.arange(data.CLIP_SAMPLES) / SAMPLE_RATE
     clean = np.where((t >= 1.0) & (t < 1.5), np.sin(2 * np.pi * 440 * t), 0.0)
     truth = {"notes": np.array([[1000.0, 1500.0, 69, 0]])}
-    for speed, codec in ((1.1, "mp3"), (0.9, "gsm8k"), (1.0, "ulaw8k")):
-        recipe = augment.Recipe(speed, 0.0, 1.0, 7, 60.0, 1.0, 100.0, 6000.0, -2.0, codec, -20.0, 1)
+    for speed, shift, alpha, codec in ((1.1, 0.0, 1.0, "mp3"), (0.9, 0.0, 1.0, "gsm8k"), (1.05, 2.5, 1.12, "ulaw8k")):
+        recipe = augment.Recipe(speed, shift, alpha, 7, 60.0, 1.0, 100.0, 6000.0, -2.0, codec, -20.0, 1)
         y, measured = augment.apply(clean, recipe)
         assert measured["rt60_s"] > 0.1
         labels = data.frame_labels(truth, n_frames(len(y)), speed)
         labelled = int(np.flatnonzero(labels["onsets"][:, 69 - 21])[0])
+        expected = SAMPLE_RATE / speed  # the clean onset's sample, moved by the speed change
+        assert labelled == round(expected / HOP)
         envelope = np.abs(y)
         first = int(np.flatnonzero(envelope > 0.1 * envelope.max())[0])
-        assert round(first / HOP) == labelled, (speed, codec, first, labelled)
+        assert abs(first - expected) <= SAMPLE_RATE * 0.005, (speed, codec, first, expected)
+
+
+def test_music_recipes_move_pitch_by_whole_semitones_through_speed_alone():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        recipe = augment.draw_recipe(rng, "music")
+        assert recipe.pitch_semitones == 0.0 and recipe.vtlp == 1.0
+        assert abs(recipe.pitch_offset - round(recipe.pitch_offset)) < 1e-9 and abs(round(recipe.pitch_offset)) <= 2
+    assert {augment.draw_recipe(rng, "events").pitch_semitones for _ in range(20)} == {0.0}
 
 
 def test_warp_frames_maps_clean_targets_onto_the_augmented_grid():

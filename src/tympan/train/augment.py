@@ -6,8 +6,8 @@ from which `apply` rebuilds the augmented audio exactly. The chain, in the order
 meets it on its way to a recording:
 
     source:  speed (tape: tempo, pitch and formants together, x0.9-1.1), pitch shift
-             (phase vocoder, tempo kept), vocal-tract-length warp (VTLP: the spectrum's
-             frequency axis scaled by 0.85-1.15 below 4.8 kHz; speech only)
+             (phase vocoder, tempo kept; speech only), vocal-tract-length warp (VTLP: the
+             spectrum's frequency axis scaled by 0.85-1.15 below 4.8 kHz; not music)
     room:    a simulated shoebox room (pyroomacoustics, the suite's room_bank), its
              impulse response advanced so that the direct path is at lag 0
     noise:   coloured noise (1/f^beta, beta 0-2) at an SNR of 0-40 dB
@@ -17,9 +17,9 @@ meets it on its way to a recording:
 Only speed moves time: augmented sample s holds clean sample s * speed. Every other step
 keeps time (zero-phase filters, the room's direct path at lag 0, codecs checked to add no
 delay through libsndfile), so labels follow by dividing times by `speed`
-(`warp_ms`, `warp_frames`), and pitches move by `pitch_offset` semitones. For clips with
-pitch labels (music) the pitch shift is drawn so that the total offset (speed and shift)
-is a whole number of semitones, and VTLP is off: the piano roll moves by whole keys.
+(`warp_ms`, `warp_frames`), and pitches move by `pitch_offset` semitones. Clips with pitch
+labels (music, mix) change speed by whole semitones only (2^(k/12)), with no pitch shift
+and no VTLP: the piano roll moves by whole keys (see draw_recipe).
 
 Audio is mono float64 at SAMPLE_RATE (16 kHz); times in milliseconds; frames on tympan's
 grid (frame k centred on k * HOP samples).
@@ -40,7 +40,9 @@ from tympan.suite.speech import reverberate, room_bank
 
 SPEED_RANGE = (0.9, 1.1)
 PITCH_RANGE = (-3.0, 3.0)  # semitones, speech
-MUSIC_SHIFTS = (-2, -1, 0, 1, 2)  # whole semitones of the total pitch offset, music
+# The phase vocoder's window: librosa's default 2048 (128 ms) smears onsets over +-3 frames, 512 over about one.
+PITCH_NFFT = 512
+MUSIC_SHIFTS = (-2, -1, 0, 1, 2)  # semitones (speed 2^(k/12): x0.89-1.12), music and mix
 VTLP_RANGE = (0.85, 1.15)
 VTLP_BOUNDARY_HZ = 4800.0  # above it the warp bends back so that 8 kHz maps to 8 kHz (Jaitly & Hinton 2013)
 ROOM_CHANCE = 0.7
@@ -86,14 +88,19 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-def draw_recipe(rng: np.random.Generator, pitched: bool) -> Recipe:
-    """Draw a recipe; `pitched` (clips with pitch labels) keeps the total pitch offset whole and VTLP off."""
-    speed = float(rng.uniform(*SPEED_RANGE))
-    if pitched:
-        shift = float(rng.choice(MUSIC_SHIFTS)) - 12 * math.log2(speed)
-        vtlp = 1.0
+def draw_recipe(rng: np.random.Generator, kind: str) -> Recipe:
+    """Draw a recipe for a clip of `kind` ("speech", "music", "mix", "events", "noise").
+
+    Clips with pitch labels (music, mix) move by a whole number of semitones through speed
+    alone (speed = 2^(k/12)), without pitch shift or VTLP, so their piano roll moves by whole
+    keys and their onsets stay sharp. The pitch shift (a phase vocoder) is for speech only:
+    it blurs onsets by about a frame, which speech labels tolerate and event onsets do not.
+    """
+    if kind in ("music", "mix"):
+        speed, shift, vtlp = float(2 ** (rng.choice(MUSIC_SHIFTS) / 12)), 0.0, 1.0
     else:
-        shift = float(rng.uniform(*PITCH_RANGE))
+        speed = float(rng.uniform(*SPEED_RANGE))
+        shift = float(rng.uniform(*PITCH_RANGE)) if kind == "speech" else 0.0
         vtlp = float(rng.uniform(*VTLP_RANGE))
     room_seed = int(rng.integers(2**32)) if rng.uniform() < ROOM_CHANCE else -1
     snr, beta = float(rng.uniform(*SNR_RANGE)), float(rng.uniform(*NOISE_BETA_RANGE))
@@ -123,7 +130,9 @@ def apply(x: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, dict]:
     n_out = augmented_length(len(x), recipe.speed)
     y = _fit(tape(x, recipe.speed), n_out)
     if recipe.pitch_semitones != 0.0:
-        y = librosa.effects.pitch_shift(y, sr=SAMPLE_RATE, n_steps=recipe.pitch_semitones, res_type="soxr_hq")
+        y = librosa.effects.pitch_shift(
+            y, sr=SAMPLE_RATE, n_steps=recipe.pitch_semitones, n_fft=PITCH_NFFT, res_type="soxr_hq"
+        )
     if recipe.vtlp != 1.0:
         y = vtlp(y, recipe.vtlp)
     rt60 = 0.0

@@ -353,7 +353,7 @@ def plan_clip(sources: Sources, seed: int, kind: str, index: int) -> ClipPlan:
         spec = MixPlan(_plan_speech(sources, rng), _plan_music(sources, rng), float(rng.uniform(*MIX_SMR_DB)))
     else:
         raise TrainDataError(f"unknown kind {kind!r}; choose from {','.join(KINDS)}")
-    recipe = augment.draw_recipe(rng, pitched=kind in ("music", "mix"))
+    recipe = augment.draw_recipe(rng, kind)
     return ClipPlan(kind, index, _groups(spec), spec, recipe)
 
 

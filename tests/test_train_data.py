@@ -65,6 +65,21 @@ def test_clips_and_labels_have_the_documented_shapes(tiny):
                 assert z["event_onsets"].sum() == len(z["events"])
 
 
+def test_read_clip_gives_audio_and_labels_of_one_view(tiny):
+    first = tiny[0]
+    audio, labels, meta = data.read_clip(first / "music" / "music-000000.npz", "augmented")
+    clean, clean_labels, _ = data.read_clip(first / "music" / "music-000000.wav", "clean")
+    assert audio.dtype == np.float32 and len(clean) == data.CLIP_SAMPLES
+    assert len(audio) == augment.augmented_length(len(clean), meta["recipe"]["speed"])
+    assert labels["piano_roll"].shape == (n_frames(len(audio)), 88)
+    assert clean_labels["piano_roll"].shape == (n_frames(len(clean)), 88)
+    shift = round(augment.Recipe(**meta["recipe"]).pitch_offset)
+    # The augmented roll is the clean one moved by whole keys (notes that stay on the keyboard).
+    kept = [k for k in range(88) if 0 <= k + shift < 88]
+    assert labels["piano_roll"][:, [k + shift for k in kept]].sum() > 0
+    assert clean_labels["onsets"][:, kept].sum() == labels["onsets"][:, [k + shift for k in kept]].sum()
+
+
 def test_a_rerun_resumes_and_other_settings_are_refused(tiny):
     second = tiny[2]
     before = (second / "manifest.json").read_text()
@@ -105,7 +120,8 @@ def test_the_real_plan_uses_no_group_the_split_rules_hold_out():
     sources = data.Sources(data.KINDS)
     held = data.held_out_by_rule(sources)
     # The rules cover every kind of group the suite splits by.
-    assert {"flite:awb", "soundset:freepats", "soundset:timgm6mb", "sonic-pi-samples", "colobot-common-sounds"} <= set(held)
+    expected = {"flite:awb", "soundset:freepats", "soundset:timgm6mb", "sonic-pi-samples", "colobot-common-sounds"}
+    assert expected <= set(held)
     assert any(g.startswith("score:") for g in held) and any(g.startswith("hydrogen-drumkits:") for g in held)
     assert [v for v in speech.espeak_variants() if f"espeak-ng:{v}" in held] == [
         v for v in speech.espeak_variants() if speech.variant_split(v) != "train"

@@ -106,6 +106,8 @@ SWITCH_MARK = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9]+)*\)")
 # Noise clips: an ambience loop of the train packages with this chance, else coloured noise.
 AMBIENCE_CHANCE = 0.5
 MIX_SMR_DB = (-5.0, 10.0)  # speech-to-music ratio of mix clips
+# What of a clip's truth goes into its meta JSON, where the clip has it.
+META_KEYS = ("text", "phonemes", "language_switches", "voice", "language", "description")
 
 
 class TrainDataError(ValueError):
@@ -596,11 +598,11 @@ def write_clip(sources: Sources, clip: ClipPlan, out: Path, languages: list[str]
     folder = out / clip.kind
     _write_wav(folder / f"{clip.id}.wav", clean)
     _write_wav(folder / f"{clip.id}.aug.wav", augmented)
-    noisy = bool(truth.get("noise")) or clip.kind == "noise"
     if clip.kind == "noise":
-        truth["description"] = truth.get("description", "coloured noise")
+        truth.setdefault("description", "coloured noise")
     shift = round(clip.recipe.pitch_offset) if clip.kind in ("music", "mix") else 0
-    arrays = dict(frame_labels(truth, n_frames(len(clean)), noise=noisy))
+    # Noise sounds in the clean clip where it has a bed (events, noise), in every augmented clip.
+    arrays = dict(frame_labels(truth, n_frames(len(clean)), noise=bool(truth.get("noise"))))
     for key, value in frame_labels(truth, n_frames(len(augmented)), clip.recipe.speed, shift, noise=True).items():
         arrays[f"aug_{key}"] = value
     meta = {
@@ -608,7 +610,7 @@ def write_clip(sources: Sources, clip: ClipPlan, out: Path, languages: list[str]
         "kind": clip.kind,
         "groups": list(clip.groups),
         "recipe": clip.recipe.to_dict(),
-        **{k: truth[k] for k in ("text", "phonemes", "language_switches", "voice", "language", "description") if k in truth},
+        **{k: truth[k] for k in META_KEYS if k in truth},
     }
     arrays.update(
         notes=truth.get("notes", np.zeros((0, 4))),
@@ -620,6 +622,32 @@ def write_clip(sources: Sources, clip: ClipPlan, out: Path, languages: list[str]
         meta=np.array(json.dumps(meta, sort_keys=True, ensure_ascii=False)),
     )
     atomic_write(folder / f"{clip.id}.npz", lambda f: _write_npz(f, arrays))
+
+
+def read_clip(path: str | Path, view: str = "augmented") -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+    """One clip of a training set, for a training loop: (audio, labels, meta).
+
+    path: the clip's .npz (or either of its .wav files); view: "augmented" (what the student
+    sees) or "clean" (what teachers see). audio: float32 (n_samples,) at SAMPLE_RATE;
+    labels: the view's per-frame arrays without the "aug_" prefix (module docstring), each
+    with n_frames(n_samples) rows, plus the clip's truth (notes, events, speech in clean ms;
+    language, rt60_s, snr_db); meta: the parsed JSON.
+    """
+    import soundfile as sf
+
+    if view not in ("augmented", "clean"):
+        raise ValueError(f"view {view!r}: choose 'augmented' or 'clean'")
+    path = Path(path)
+    stem = path.name.split(".")[0]
+    with np.load(path.with_name(f"{stem}.npz")) as z:
+        arrays = {k: z[k] for k in z.files}
+    prefix = "aug_" if view == "augmented" else ""
+    per_frame = ("activity", "piano_roll", "onsets", "pitch_midi", "f0_hz", "family", "event_roll", "event_onsets")
+    labels = {k: arrays[prefix + k] for k in per_frame}
+    labels.update({k: arrays[k] for k in ("notes", "events", "speech", "language", "rt60_s", "snr_db")})
+    suffix = ".aug.wav" if view == "augmented" else ".wav"
+    audio, _ = sf.read(str(path.with_name(stem + suffix)), dtype="float32")
+    return audio, labels, json.loads(str(arrays["meta"]))
 
 
 # --------------------------------------------------------------------------- build

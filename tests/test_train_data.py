@@ -150,7 +150,7 @@ def tiny_suite(tmp_path_factory):
     return out
 
 
-def test_the_guard_reads_the_built_suites_metadata(tiny_suite):
+def test_the_guard_reads_the_built_suites_metadata(tiny_suite, tmp_path):
     held = data.held_out_in_suite(tiny_suite)
     # keywords tests flite and festival voices; pitch validates on freepats; sound-events tests sonic-pi.
     assert held["flite:awb"] == "keywords (test)"
@@ -167,6 +167,8 @@ def test_the_guard_reads_the_built_suites_metadata(tiny_suite):
     bad = dataclasses.replace(speaking, spec=spec, groups=(spec.voice.group,))
     with pytest.raises(data.HeldOutError, match=rf"{bad.id} would use source group '{variant}'.*keywords \(valid\)"):
         data.check_held_out([*plan, bad], held)
+    # And through the build, as `--suite` gives it.
+    assert data.build(tmp_path, 0.002, kinds=("speech",), suite_dir=tiny_suite)["all"]["clips"] == 1
 
 
 # --------------------------------------------------------------------------- alignment

@@ -689,6 +689,7 @@ def build(out: str | Path, hours: float, seed: int = 0, kinds: tuple[str, ...] =
         raise TrainDataError(f"--hours {hours}: give a positive number of hours, e.g. 1 or 0.05")
     out = Path(out)
     start = time.perf_counter()
+    in_suite = held_out_in_suite(suite_dir) if suite_dir is not None else {}
     counts = clip_counts(hours, kinds)
     settings_path = out / "settings.json"
     asked = {"format_version": FORMAT_VERSION, "hours": hours, "seed": seed, "kinds": list(kinds)}
@@ -699,9 +700,7 @@ def build(out: str | Path, hours: float, seed: int = 0, kinds: tuple[str, ...] =
         raise TrainDataError(f"{out} is not empty and holds no settings.json: give an empty or new --out folder")
     sources = Sources(kinds)
     plan = [plan_clip(sources, seed, kind, i) for kind in kinds for i in range(counts[kind])]
-    held = held_out_by_rule(sources)
-    if suite_dir is not None:
-        held.update(held_out_in_suite(suite_dir))
+    held = {**held_out_by_rule(sources), **in_suite}
     check_held_out(plan, held)
     languages = sources.speech[0] if {"speech", "mix"} & set(kinds) else []
     settings = {

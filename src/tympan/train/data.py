@@ -6,8 +6,9 @@ Every clip is CLIP_SECONDS of 16 kHz mono audio made by the offline suite's own 
 (tympan.suite.speech, .music, .sounds) from the sources of the suite's TRAIN split only,
 and labelled by construction. Kinds (default shares of the hours in SHARES):
 
-    speech  espeak-ng: every language voice with a word list (LANGUAGES) x the suite's train
-            variants; random sentences (the suite's word pools), phonemes from espeak-ng --ipa
+    speech  espeak-ng: its language voices that read their own words (language_pools: 104 of
+            130) x the suite's train variants; random sentences (the suite's word pools),
+            phonemes from espeak-ng --ipa
     music   the train sound sets (FluidR3_GM, FluidR3Mono_GM, MuseScore_General) playing
             music21 scores of the train works or random polyphony (the suite's note-onsets clips)
     events  the suite's sound-events clips from its train packages and drum kits, less any
@@ -44,8 +45,9 @@ notes float64 (k, 4) [onset, offset, MIDI key, family index], events float64 (k,
 offset, class index], speech float64 (k, 2) [start, end] of voiced stretches; language
 int16 () (index into settings.json "languages", -1 without speech); rt60_s and snr_db
 float64 () of the augmented view (0 s without a room); meta: a JSON string with the clip's
-id, kind, source groups, text, phonemes (espeak-ng IPA, one string per clip, for CTC),
-voice, description and augmentation recipe. Teacher targets computed on the clean clip map
+id, kind, source groups, text, phonemes (espeak-ng IPA, one string per clip, for CTC;
+language-switch marks removed and counted in language_switches), voice, description and
+augmentation recipe. Teacher targets computed on the clean clip map
 to the augmented one with augment.warp_frames(targets, recipe speed, n_aug_frames).
 
 Held-out guard: before any audio is made, every source group the plan would use (voice,
@@ -142,11 +144,10 @@ def espeak_languages() -> list[str]:
     "pt-br"; not "chr-US-Qaaa-x-west"), sorted and unique."""
     listing = subprocess.run(["espeak-ng", "--voices"], check=True, capture_output=True, text=True).stdout
     names = sorted({line.split()[1] for line in listing.splitlines()[1:] if line.strip()})
-    accepted = [
-        name for name in names
-        if subprocess.run(["espeak-ng", "-q", "-v", name, ""], capture_output=True).returncode == 0
-    ]  # fmt: skip
-    return accepted
+    def accepted(name: str) -> bool:
+        return subprocess.run(["espeak-ng", "-q", "-v", name, ""], capture_output=True).returncode == 0
+
+    return [name for name in names if accepted(name)]
 
 
 def _usable(language: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
@@ -232,6 +233,7 @@ class Sources:
         return sounds._EventPool(shots, [(g, path) for g, path in pool.backgrounds if g not in held])
 
     def python_versions(self) -> dict[str, str]:
+        """Versions of the Python packages (and libsndfile) whose output enters the clips."""
         import importlib.metadata as md
 
         import soundfile

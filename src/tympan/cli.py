@@ -130,6 +130,24 @@ def _parser() -> argparse.ArgumentParser:
     xp.add_argument("--dir", default=None, help="cache folder to read the experts from")
     xp.add_argument("--blocks", default=None,
                     help="comma-separated fusion blocks, e.g. v0,crepe,fcpe (default: tympan.fusion.DEFAULT_BLOCKS)")
+
+    tr = sub.add_parser("train", help="build what tympan's own encoder trains on")
+    trsub = tr.add_subparsers(dest="train_command", required=True)
+    td = trsub.add_parser(
+        "data",
+        help="generate training audio (clean and augmented) with exact per-frame labels",
+        description="Generate 16 kHz training clips from the offline suite's train sources only, clean and "
+        "augmented, with labels on the 20 ms grid and a SHA-256 manifest; deterministic, resumable, and "
+        "refusing any source group the suite holds out (docs/training-data.md).",
+    )
+    td.add_argument("--out", required=True, help="output folder (a rerun with the same settings resumes it)")
+    td.add_argument("--hours", type=float, required=True, help="hours of clips in all (e.g. 1, or 0.05 to try)")
+    td.add_argument("--seed", type=int, default=0, help="seed of every draw (default: 0)")
+    td.add_argument("--kinds", default="speech,music,events,noise,mix",
+                    help="comma-separated kinds to make (default: speech,music,events,noise,mix)")
+    td.add_argument("--suite", default=None,
+                    help="a built task suite (tympan tasks build --out DIR): also refuse every source group "
+                    "its valid and test files use")
     return parser
 
 
@@ -159,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         from tympan.experts import cache
 
         return cache.main(args)
+    if args.command == "train":
+        from tympan.train import data
+
+        return data.main(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 

@@ -11,12 +11,12 @@ from tympan import fusion
 from tympan.audio import n_frames
 from tympan.checksum import sha256_file
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel
+from tympan.model import GridModel
 from tympan.model import WeightsError
 from tympan.train.fusion import principal_axes
 
 
-class Ramp(ExpertModel):
+class Ramp(GridModel):
     """A fake block: frame k of a sound -> scale * (k + sum(sound)) in every one of `width` dims,
     yielded in chunks of `step` frames (so that blocks' chunks do not line up)."""
 

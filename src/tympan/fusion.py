@@ -60,10 +60,9 @@ from pathlib import Path
 import torch
 
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel
 from tympan.io import atomic_write
 from tympan.checksum import sha256_file, state_dict_sha256
-from tympan.model import DEFAULT_WEIGHTS, WeightsError, load_weights, pool_mean_std
+from tympan.model import DEFAULT_WEIGHTS, GridModel, WeightsError, load_weights, pool_mean_std
 
 __all__ = ["BLOCKS", "Fusion", "get_scene_embeddings", "get_timestamp_embeddings", "load_model", "pack"]
 
@@ -171,7 +170,7 @@ def _zip_chunks(streams: list[Iterator[torch.Tensor]]) -> Iterator[list[torch.Te
         pending = [p[m:] for p in pending]
 
 
-class Fusion(ExpertModel):
+class Fusion(GridModel):
     """The fused HEAR model. blocks: name -> module; stats: per block "timestamp"/"scene"
     (mean, std) per dimension, and for a reduced block "axes": (axes (D, rank), std (rank,)),
     its timestamp frames' principal axes and their standard deviations."""
@@ -201,9 +200,6 @@ class Fusion(ExpertModel):
 
     def _stat(self, kind: str, what: str, name: str) -> torch.Tensor:
         return getattr(self, f"{kind}_{what}_{name.replace('-', '_')}")
-
-    def _device(self) -> torch.device:
-        return self._stat("timestamp", "mean", self.names[0]).device
 
     def _scaled(self, kind: str, name: str, x: torch.Tensor) -> torch.Tensor:
         x = x - self._stat(kind, "mean", name)

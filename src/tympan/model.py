@@ -20,6 +20,7 @@ torch.load(weights_only=True): no pickled code is ever executed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -59,26 +60,31 @@ class Encoder(torch.nn.Module):
         return (features - self.mean) / self.std
 
 
-class Tympan(torch.nn.Module):
-    """The tympan model. HEAR attributes: sample_rate, timestamp_embedding_size,
-    scene_embedding_size. Use the module-level HEAR functions in `tympan` to call it."""
+class GridModel(torch.nn.Module):
+    """Base of every HEAR model on tympan's grid (v0, the experts, the fusion, MFCC, the trained
+    encoder to come): 16 kHz input, one embedding every 20 ms (frame k centred on k * 20 ms).
+
+    A subclass sets `timestamp_embedding_size` and `scene_embedding_size` (ints) and implements
+    `chunks(sound)`; it may override `scene(sound)` (default: mean and std over frames). This
+    class does the rest the same way for all: input checks (audio.check_audio), the device
+    check, one sound at a time (so a sound's embeddings never depend on the rest of its batch),
+    the timestamps in milliseconds, and float32 outputs on the audio's device.
+    """
 
     sample_rate = SAMPLE_RATE
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.frontend = FrontEnd()
-        self.encoder = Encoder()
-        self.timestamp_embedding_size = N_FEATURES
-        self.scene_embedding_size = 2 * N_FEATURES
-        self.version = "untrained"
-        self.weights_sha256 = ""
+    timestamp_embedding_size: int
+    scene_embedding_size: int
 
     def _device(self) -> torch.device:
-        return self.encoder.mean.device
+        """The device of the model's first parameter, else of its first buffer."""
+        tensor = next(iter(self.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(self.buffers()))
+        return tensor.device
 
     def _checked(self, audio) -> torch.Tensor:
-        """Checked float32 audio on the model's device; a numpy array is moved there."""
+        """Checked float32 audio (n_sounds, n_samples) on the model's device; a numpy array is
+        moved there, a tensor on another device is refused (moving it would hide a slow copy)."""
         if isinstance(audio, torch.Tensor) and audio.device != self._device():
             raise ValueError(
                 f"audio is on {audio.device} but the model is on {self._device()}; "
@@ -86,41 +92,65 @@ class Tympan(torch.nn.Module):
             )
         return check_audio(audio).to(self._device())
 
-    def chunks(self, sound: torch.Tensor):
-        """sound (n_samples,) float32 on the model's device -> yields embeddings (n_i, N_FEATURES)
-        of consecutive grid frames, covering frames 0 .. n_frames(n_samples) - 1 (no checks:
-        the HEAR functions check the audio; tympan.fusion calls this per sound)."""
-        for _, features in self.frontend.chunks(sound):
-            yield self.encoder(features)
+    def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
+        """sound (n_samples,) float32 on the model's device -> yields (n_i, timestamp_embedding_size)
+        float32 for consecutive grid frames; together they cover frames 0 .. n_frames(n_samples) - 1.
+        No checks here: the HEAR methods check the audio (tympan.fusion calls this per sound)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement chunks(sound)")
 
     def scene(self, sound: torch.Tensor) -> torch.Tensor:
-        """sound (n_samples,) -> (2 * N_FEATURES,): [mean, std] over its frames."""
+        """sound (n_samples,) -> (scene_embedding_size,): by default [mean, std] over its frames."""
         return pool_mean_std(self.chunks(sound))
 
     @torch.no_grad()
     def timestamp_embeddings(self, audio) -> tuple[torch.Tensor, torch.Tensor]:
-        """audio (n_sounds, n_samples) -> embeddings (n_sounds, n_frames, N_FEATURES) float32,
-        timestamps (n_sounds, n_frames) float32 milliseconds, on the audio's device."""
+        """audio (n_sounds, n_samples) -> embeddings (n_sounds, n_frames, timestamp_embedding_size)
+        float32 and timestamps (n_sounds, n_frames) float32 milliseconds, on the audio's device,
+        n_frames = n_samples // 320 + 1."""
         audio = self._checked(audio)
         n_sounds, n_samples = audio.shape
         n = n_frames(n_samples)
-        out = torch.empty(n_sounds, n, N_FEATURES, dtype=torch.float32, device=audio.device)
-        # One sound at a time: no computation ever mixes sounds of a batch.
-        for i in range(n_sounds):
+        out = torch.empty(n_sounds, n, self.timestamp_embedding_size, dtype=torch.float32, device=audio.device)
+        for i in range(n_sounds):  # one sound at a time: no computation ever mixes sounds of a batch
             k = 0
             for emb in self.chunks(audio[i]):
                 out[i, k : k + emb.shape[0]] = emb
                 k += emb.shape[0]
+            if k != n:
+                raise RuntimeError(f"{type(self).__name__}.chunks gave {k} frames for {n_samples} samples, not {n}")
         return out, timestamps_ms(n, audio.device).expand(n_sounds, n).contiguous()
 
     @torch.no_grad()
     def scene_embeddings(self, audio) -> torch.Tensor:
-        """audio (n_sounds, n_samples) -> (n_sounds, 2 * N_FEATURES) float32: [mean, std] over frames."""
+        """audio (n_sounds, n_samples) -> (n_sounds, scene_embedding_size) float32 on the audio's device."""
         audio = self._checked(audio)
         out = torch.empty(audio.shape[0], self.scene_embedding_size, dtype=torch.float32, device=audio.device)
         for i in range(audio.shape[0]):
             out[i] = self.scene(audio[i])
         return out
+
+
+class Tympan(GridModel):
+    """The tympan model: front end -> encoder, timestamp embeddings (N_FEATURES,) every 20 ms,
+    scene embedding (2 * N_FEATURES,) = [mean, std] over frames. HEAR attributes: sample_rate,
+    timestamp_embedding_size, scene_embedding_size. Use the module-level HEAR functions in
+    `tympan` to call it."""
+
+    timestamp_embedding_size = N_FEATURES
+    scene_embedding_size = 2 * N_FEATURES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frontend = FrontEnd()
+        self.encoder = Encoder()
+        self.version = "untrained"
+        self.weights_sha256 = ""
+
+    def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
+        """sound (n_samples,) float32 -> yields embeddings (n_i, N_FEATURES) of consecutive grid
+        frames, covering frames 0 .. n_frames(n_samples) - 1."""
+        for _, features in self.frontend.chunks(sound):
+            yield self.encoder(features)
 
 
 def pool_mean_std(chunks) -> torch.Tensor:

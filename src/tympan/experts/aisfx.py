@@ -77,7 +77,8 @@ from torch import nn
 
 from tympan.audio import HOP, SAMPLE_RATE, n_frames
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel, resample
+from tympan.experts.common import resample
+from tympan.model import GridModel
 
 CACHE_KEY = "aisfx"
 
@@ -248,7 +249,7 @@ def resampled_spans(sound: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
     return span
 
 
-class Aisfx(ExpertModel):
+class Aisfx(GridModel):
     """HEAR model: 512-d timestamp embeddings every 20 ms (blocks centred on every STRIDE-th grid
     frame, nearest one per frame) and the 512-d mean of the native block embeddings as scene."""
 

@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel, centred_windows, frame_ranges, grid_centres
+from tympan.experts.common import centred_windows, frame_ranges, grid_centres
+from tympan.model import GridModel
 
 WINDOW = 1024  # samples per analysis window (64 ms)
 PITCH_BINS = 360  # salience bins, 20 cents apart
@@ -169,7 +170,7 @@ def convert(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-class Crepe(ExpertModel):
+class Crepe(GridModel):
     """HEAR model: 16 kHz mono -> CREPE embeddings every 20 ms (D = 64 x capacity), scene 2 x D.
 
     chunks(sound) yields embeddings; chunks(sound, salience=True) yields (embedding, salience) pairs.

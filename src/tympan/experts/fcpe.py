@@ -55,7 +55,8 @@ from torch.nn import functional as F
 
 from tympan.audio import HOP, SAMPLE_RATE
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel, centred_windows, frame_ranges, slaney_mel_filters
+from tympan.experts.common import centred_windows, frame_ranges, slaney_mel_filters
+from tympan.model import GridModel
 
 CACHE_KEY = "fcpe"
 
@@ -192,7 +193,7 @@ class FCPENet(nn.Module):
         return torch.where(peak[..., 0] > threshold, f0, torch.zeros_like(f0))
 
 
-class FCPE(ExpertModel):
+class FCPE(GridModel):
     """HEAR model: 16 kHz audio -> FCPE's hidden state every 20 ms (512-d), scene = its mean and std (1024-d).
 
     `chunks(sound, salience=True)` also gives the pitch salience (360 bins) on the same grid frames.

@@ -57,7 +57,8 @@ from torch import nn
 
 from tympan.audio import HOP, SAMPLE_RATE
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel, centred_windows, frame_ranges, slaney_mel_filters
+from tympan.experts.common import centred_windows, frame_ranges, slaney_mel_filters
+from tympan.model import GridModel
 
 CACHE_KEY = "resemblyzer"
 
@@ -134,7 +135,7 @@ class SpeakerEncoder(nn.Module):
         return embedding / embedding.norm(dim=1, keepdim=True).clamp_min(NORM_FLOOR)
 
 
-class Resemblyzer(ExpertModel):
+class Resemblyzer(GridModel):
     """HEAR model: 256-d timestamp embeddings every 20 ms (partials centred on every STRIDE-th
     grid frame, nearest one per frame) and the 256-d utterance embedding as scene embedding."""
 

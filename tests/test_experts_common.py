@@ -165,3 +165,74 @@ def test_experts_list_shows_licences_and_what_is_cached(tmp_path, capsys):
     rows = [line for line in out.splitlines()[2:] if line.strip()]
     assert len(rows) == sum(len(e.files) for e in EXPERTS.values()) and all(r.endswith("no") for r in rows)
     assert "MIT / CC BY 4.0" in out  # aisfx's model licence is shown
+
+
+# Every module tympan ships, as (HEAR module, load_model argument).
+SHIPPED = [
+    ("tympan", ""),
+    ("tympan.mfcc", ""),
+    ("tympan.experts.crepe", "tiny"),
+    ("tympan.experts.crepe", "full"),
+    ("tympan.experts.fcpe", ""),
+    ("tympan.experts.resemblyzer", ""),
+    ("tympan.experts.aisfx", ""),
+    ("tympan.experts.aisfx", "local"),
+    ("tympan.fusion", ""),
+]
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def _extreme_inputs() -> dict[str, torch.Tensor]:
+    """Finite audio of 0.3 s at the edges of float32: huge, denormal, zero, and mixed."""
+    g = torch.Generator().manual_seed(11)
+    noise = torch.rand(1, 4800, generator=g) * 2 - 1
+    tone = torch.sin(torch.arange(4800) * 2 * math.pi * 440 / 16000)[None]
+    even = torch.arange(4800) % 2 == 0
+    return {
+        "1e17": noise * 1e17,
+        "1e30 tone": tone * 1e30,
+        "float32 max": torch.where(noise >= 0, FLOAT32_MAX, -FLOAT32_MAX),
+        "denormal 1e-40": noise * 1e-40,
+        "smallest denormal": torch.full((1, 4800), 1e-45),
+        "zero": torch.zeros(1, 4800),
+        "huge and denormal interleaved": torch.where(even, noise * 3e38, noise * 1e-42),
+        "loud burst in silence": torch.cat([torch.zeros(1, 2400), noise[:, :2400] * 1e25], dim=1),
+    }
+
+
+@pytest.fixture(scope="module")
+def shipped_models():
+    models = {}
+
+    def get(name: str, arg: str):
+        if (name, arg) not in models:
+            module = __import__(name, fromlist=["load_model"])
+            try:
+                models[name, arg] = module, module.load_model(arg)
+            except cache.ExpertWeightsMissing as err:
+                pytest.skip(f"{name}: {err}")
+        return models[name, arg]
+
+    return get
+
+
+@pytest.mark.parametrize("name, arg", SHIPPED, ids=[f"{n}:{a}" if a else n for n, a in SHIPPED])
+def test_every_shipped_module_gives_finite_embeddings_for_every_finite_input(shipped_models, name, arg):
+    module, model = shipped_models(name, arg)
+    inputs = _extreme_inputs()
+    bad = []
+    for what, audio in inputs.items():
+        assert torch.isfinite(audio).all()
+        emb, ts = module.get_timestamp_embeddings(audio, model)
+        scene = module.get_scene_embeddings(audio, model)
+        if not (torch.isfinite(emb).all() and torch.isfinite(scene).all()):
+            bad.append(f"{what}: {int((~torch.isfinite(emb)).sum())} timestamp, {int((~torch.isfinite(scene)).sum())} scene")
+    # A batch mixing a quiet and a loud clip: each sound embeds as it does alone, and finitely.
+    batch = torch.cat([inputs["denormal 1e-40"], inputs["1e30 tone"], inputs["zero"]])
+    emb, _ = module.get_timestamp_embeddings(batch, model)
+    scene = module.get_scene_embeddings(batch, model)
+    if not (torch.isfinite(emb).all() and torch.isfinite(scene).all()):
+        bad.append("batch of quiet, loud and silent clips")
+    assert not bad, f"{name} {arg!r}: non-finite embeddings for " + "; ".join(bad)
+    alone, _ = module.get_timestamp_embeddings(batch[1:2], model)
+    assert torch.equal(alone[0], emb[1])

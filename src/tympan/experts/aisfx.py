@@ -75,7 +75,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tympan.audio import HOP, SAMPLE_RATE, n_frames
+from tympan.audio import HOP, SAMPLE_RATE, n_frames, widened
 from tympan.experts import cache
 from tympan.experts.common import resample
 from tympan.model import GridModel
@@ -264,9 +264,10 @@ class Aisfx(GridModel):
         self.register_buffer("mel_filters", mel_filters().clone(), persistent=False)
 
     def spectrogram(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (..., 2048) of 44.1 kHz samples -> normalised log-mel (..., 96) float32."""
+        """frames (..., 2048) of 44.1 kHz samples -> normalised log-mel (..., 96) float32. Float64
+        frames (a sound louder than SAFE_PEAK: audio.widened) are analysed in float64."""
         power = torch.fft.rfft(frames * self.window).abs().square()
-        return torch.log10(power @ self.mel_filters * LOG_SCALE + 1.0) / SPEC_MAX
+        return (torch.log10(power @ self.mel_filters.to(power.dtype) * LOG_SCALE + 1.0) / SPEC_MAX).to(torch.float32)
 
     def blocks(self, span: Callable[[int, int], torch.Tensor], starts: list[int]) -> Iterator[torch.Tensor]:
         """Embeddings of the blocks whose first frames start at 44.1 kHz samples `starts`
@@ -283,7 +284,7 @@ class Aisfx(GridModel):
         """sound (n_samples,) at 16 kHz -> yields (n, 512) for consecutive grid frames: frame k takes
         the block centred on grid frame STRIDE * round(k / STRIDE)."""
         n = n_frames(sound.shape[0])
-        span = resampled_spans(sound)
+        span = resampled_spans(widened(sound))  # resampled and squared without overflow
         half = STRIDE // 2  # frames j * STRIDE - half .. j * STRIDE + half take the block of anchor j
         n_anchors = (n - 1 + half) // STRIDE + 1
         for j0 in range(0, n_anchors, BATCH):
@@ -297,7 +298,7 @@ class Aisfx(GridModel):
         """sound (n_samples,) at 16 kHz -> (512,): mean of the native block embeddings of the sound
         at 44.1 kHz, accumulated in float64 batch by batch."""
         starts = native_block_starts(-(-sound.shape[0] * UP // DOWN))
-        total = sum(e.double().sum(dim=0) for e in self.blocks(resampled_spans(sound), starts))
+        total = sum(e.double().sum(dim=0) for e in self.blocks(resampled_spans(widened(sound)), starts))
         return (total / len(starts)).float()
 
 
@@ -340,7 +341,7 @@ class AisfxLocal(Aisfx):
     def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
         """sound (n_samples,) at 16 kHz -> yields (n, 512) for consecutive grid frames."""
         n = n_frames(sound.shape[0])
-        span = resampled_spans(sound)
+        span = resampled_spans(widened(sound))
         column = self.column_of_frame(torch.arange(n, device=self._device()))
         n_columns = int(column[-1]) + 1
         k0 = 0

@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tympan.audio import widened
 from tympan.experts import cache
 from tympan.experts.common import centred_windows, frame_ranges, grid_centres
 from tympan.model import GridModel
@@ -188,7 +189,8 @@ class Crepe(GridModel):
 
     @torch.no_grad()  # a frozen expert: callers (HEAR, the fusion) never need its gradients
     def _outputs(self, sound: torch.Tensor, centres: torch.Tensor, salience: bool):
-        x = normalise(centred_windows(sound, WINDOW, centres))
+        # float64 windows of a sound louder than SAFE_PEAK (widened) are normalised before float32
+        x = normalise(centred_windows(sound, WINDOW, centres)).to(torch.float32)
         if salience:
             return self.net(x)
         return self.net.embed(x)
@@ -196,6 +198,7 @@ class Crepe(GridModel):
     def chunks(self, sound: torch.Tensor, salience: bool = False) -> Iterator:
         """sound (n_samples,) 16 kHz -> yields, for consecutive grid frames (window centred on k * 320),
         embeddings (n_i, D) float32, or with salience=True pairs (embeddings (n_i, D), salience (n_i, 360))."""
+        sound = widened(sound)  # the windows' sums of squares cannot overflow
         for k0, k1 in frame_ranges(sound.shape[0], self.chunk_frames):
             yield self._outputs(sound, grid_centres(k0, k1, sound.device), salience)
 
@@ -213,7 +216,7 @@ def native_outputs(audio, model: Crepe, hop_length: int = NATIVE_HOP) -> tuple[t
         raise ValueError(
             f"native_outputs takes one sound (n_samples,), got shape {tuple(audio.shape)}; loop over sounds"
         )
-    sound = model._checked(audio[None])[0]
+    sound = widened(model._checked(audio[None])[0])
     n = 1 + sound.shape[0] // hop_length
     embeddings, saliences = [], []
     for i0 in range(0, n, model.chunk_frames):

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tympan.audio import HOP, SAMPLE_RATE
+from tympan.audio import HOP, SAMPLE_RATE, widened
 from tympan.experts import cache
 from tympan.experts.common import centred_windows, frame_ranges, slaney_mel_filters
 from tympan.model import GridModel
@@ -212,10 +212,11 @@ class FCPE(GridModel):
         )
 
     def log_mel(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (T, N_FFT) of samples -> log-mel (T, n_mels), torchfcpe's conventions."""
+        """frames (T, N_FFT) of samples -> log-mel (T, n_mels) float32, torchfcpe's conventions.
+        Float64 frames (a sound louder than SAFE_PEAK: audio.widened) are analysed in float64."""
         spec = torch.fft.rfft(frames * self.window)
         magnitude = torch.sqrt(spec.real.square() + spec.imag.square() + MAG_EPS)
-        return torch.log(torch.clamp(magnitude @ self.mel_filters, min=LOG_FLOOR))
+        return torch.log(torch.clamp(magnitude @ self.mel_filters.to(magnitude.dtype), min=LOG_FLOOR)).to(torch.float32)
 
     def _centred_mel(self, sound: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """Log-mel (hi - lo, n_mels) of native frames lo .. hi-1, frame j centred on sample j * 160."""
@@ -250,6 +251,7 @@ class FCPE(GridModel):
         re 10 Hz (32.70 - 1975.5 Hz in 20-cent steps); self.net.decode_f0(salience) gives Hz.
         """
         n_native = sound.shape[0] // NATIVE_HOP + 1  # native frames centred in [0, n_samples]
+        sound = widened(sound)  # squared spectra of a very loud sound cannot overflow
         stats = self._group_stats(sound, n_native)
         m = self.net.margin
         for k0, k1 in frame_ranges(sound.shape[0], self.chunk_frames):

@@ -20,6 +20,7 @@ torch.load(weights_only=True): no pickled code is ever executed.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,14 +186,43 @@ def save_weights(model: Tympan, path: str | Path, version: str) -> str:
     return sha
 
 
-def load_weights(path: str | Path) -> Tympan:
-    """Build a Tympan model from a weights file, checking model name, version and SHA-256.
+def verify_archive(path: str | Path) -> None:
+    """Check that `path` is an intact torch.save archive before torch.load reads it: its zip
+    structure and the CRC-32 of every member (Python's zipfile). Raises WeightsError naming the file.
 
-    Raises WeightsError naming the file and what is wrong with it.
+    torch's reader checks neither: a flipped bit in the pickled metadata loads as other metadata,
+    and one in the central directory can make it read bytes it never wrote (what it returns then
+    changes from run to run). Costs one extra read of the file.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as exc:  # zipfile raises many types on damaged archives (BadZipFile, EOFError, ...)
+        raise WeightsError(
+            f"cannot read weights file {str(path)!r} ({type(exc).__name__}: {exc}); "
+            "it is truncated or not a torch file: re-copy it or use the shipped weights"
+        ) from exc
+    if bad is not None:
+        raise WeightsError(
+            f"{str(path)!r} is damaged: its member {bad!r} fails its CRC-32 check; re-copy it or use the shipped weights"
+        )
+
+
+PAYLOAD_KEYS = frozenset({"format", "model", "version", "sha256", "licence", "feature_blocks", "state_dict"})
+
+
+def load_weights(path: str | Path) -> Tympan:
+    """Build a Tympan model from a weights file, checking its structure, model name, version,
+    front-end layout and SHA-256.
+
+    Raises WeightsError naming the file and what is wrong with it, for every damaged file: a
+    missing, truncated or garbled file, one of another model or version, or one whose metadata or
+    tensors were changed (the SHA-256 covers the tensors; every metadata field is checked).
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {str(path)!r}; pass an existing file, or '' for the shipped weights")
+    verify_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/garbled files
@@ -212,12 +242,27 @@ def load_weights(path: str | Path) -> Tympan:
             f"{str(path)!r} holds tympan weights version {version!r}; this tympan reads {SUPPORTED_VERSIONS}: "
             "upgrade tympan or use matching weights"
         )
+    damaged = "; the file is damaged or was edited: re-copy it or use the shipped weights"
+    if set(payload) != PAYLOAD_KEYS:
+        raise WeightsError(
+            f"{str(path)!r} has the fields {sorted(map(str, payload))}, expected {sorted(PAYLOAD_KEYS)}{damaged}"
+        )
+    if payload["licence"] != WEIGHTS_LICENCE:
+        raise WeightsError(f"{str(path)!r} names the licence {payload['licence']!r}, expected {WEIGHTS_LICENCE!r}{damaged}")
+    blocks = [list(b) for b in FEATURE_BLOCKS]
+    if payload["feature_blocks"] != blocks:
+        raise WeightsError(
+            f"{str(path)!r} was made for the front-end blocks {payload['feature_blocks']!r}, but this tympan "
+            f"computes {blocks}{damaged}"
+        )
     state = payload["state_dict"]
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        raise WeightsError(f"{str(path)!r}: its state_dict is not a dict of named tensors{damaged}")
     sha = state_dict_sha256(state)
-    if sha != payload.get("sha256"):
+    if sha != payload["sha256"]:
         raise WeightsError(
             f"checksum mismatch in {str(path)!r}: its tensors hash to {sha[:16]}..., its metadata says "
-            f"{str(payload.get('sha256'))[:16]}...; the file is corrupt or was edited"
+            f"{str(payload['sha256'])[:16]}...; the file is corrupt or was edited"
         )
     model = Tympan()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import struct
 import sys
 import types
 import zipfile
@@ -106,7 +107,7 @@ def test_load_file_rejects_truncated_and_foreign_files(tmp_path):
     torch.save({"w": torch.ones(1000)}, good)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(good.read_bytes()[:100])
-    with pytest.raises(WeightsError, match="not a converted expert weights file"):
+    with pytest.raises(WeightsError, match="cannot read expert weights file .* truncated or not a torch file"):
         cache.load_file(bad)
     torch.save({"w": [1, 2]}, tmp_path / "foreign.pt")
     with pytest.raises(WeightsError, match="state_dict of tensors"):
@@ -226,7 +227,8 @@ def test_every_shipped_module_gives_finite_embeddings_for_every_finite_input(shi
         emb, ts = module.get_timestamp_embeddings(audio, model)
         scene = module.get_scene_embeddings(audio, model)
         if not (torch.isfinite(emb).all() and torch.isfinite(scene).all()):
-            bad.append(f"{what}: {int((~torch.isfinite(emb)).sum())} timestamp, {int((~torch.isfinite(scene)).sum())} scene")
+            n_emb, n_scene = int((~torch.isfinite(emb)).sum()), int((~torch.isfinite(scene)).sum())
+            bad.append(f"{what}: {n_emb} timestamp, {n_scene} scene")
     # A batch mixing a quiet and a loud clip: each sound embeds as it does alone, and finitely.
     batch = torch.cat([inputs["denormal 1e-40"], inputs["1e30 tone"], inputs["zero"]])
     emb, _ = module.get_timestamp_embeddings(batch, model)
@@ -236,3 +238,19 @@ def test_every_shipped_module_gives_finite_embeddings_for_every_finite_input(shi
     assert not bad, f"{name} {arg!r}: non-finite embeddings for " + "; ".join(bad)
     alone, _ = module.get_timestamp_embeddings(batch[1:2], model)
     assert torch.equal(alone[0], emb[1])
+
+
+def test_a_converted_expert_file_with_a_flipped_bit_is_a_weights_error(tmp_path):
+    """Before, cache.load_file returned the changed tensors: other weights, silently."""
+    source = cache.cache_dir() / "crepe-tiny.pt"
+    if not source.exists():
+        pytest.skip("crepe-tiny is not in the cache: run tympan experts fetch --expert crepe")
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        info = max(archive.infolist(), key=lambda i: i.compress_size)  # the largest tensor
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    data[info.header_offset + 30 + name_len + extra_len + info.compress_size // 2] ^= 0x10  # mid-tensor
+    path = tmp_path / "crepe-tiny.pt"
+    path.write_bytes(data)
+    with pytest.raises(WeightsError, match="CRC-32"):
+        cache.load_file(path)

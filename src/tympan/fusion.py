@@ -62,7 +62,7 @@ import torch
 from tympan.experts import cache
 from tympan.io import atomic_write
 from tympan.checksum import sha256_file, state_dict_sha256
-from tympan.model import DEFAULT_WEIGHTS, GridModel, WeightsError, load_weights, pool_mean_std
+from tympan.model import DEFAULT_WEIGHTS, GridModel, WeightsError, load_weights, pool_mean_std, verify_archive
 
 __all__ = ["BLOCKS", "Fusion", "get_scene_embeddings", "get_timestamp_embeddings", "load_model", "pack"]
 
@@ -70,6 +70,7 @@ STATS_FILE = Path(__file__).parent / "weights" / "fusion-v0.pt"
 STATS_FORMAT = "tympan-fusion-stats/1"
 PACK_FORMAT = "tympan-fusion/1"
 STD_FLOOR = 1e-3  # as train/v0.py: a block that barely moves is not amplified into noise
+SALIENCE_BINS = 360  # the pitch experts' salience (crepe.PITCH_BINS, fcpe's 360 bins)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ class WithSalience(torch.nn.Module):
     def __init__(self, expert: torch.nn.Module):
         super().__init__()
         self.expert = expert
+        self.timestamp_embedding_size = expert.timestamp_embedding_size + SALIENCE_BINS
+        self.scene_embedding_size = 2 * self.timestamp_embedding_size
 
     def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
         for emb, sal in self.expert.chunks(sound, salience=True):
@@ -225,7 +228,13 @@ def _check_blocks(names) -> list[str]:
 
 
 def read_stats(path: str | os.PathLike = STATS_FILE) -> dict:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    """The scaling constants written by `python -m tympan.train.fusion` (checked: verify_archive)."""
+    rebuild = "rebuild it: python -m tympan.train.fusion"
+    verify_archive(path, rebuild, "fusion statistics file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged files
+        raise WeightsError(f"cannot read {str(path)!r} ({type(exc).__name__}: {exc}); {rebuild}") from exc
     if not isinstance(payload, dict) or payload.get("format") != STATS_FORMAT:
         raise WeightsError(
             f"{path} is not a fusion statistics file ({STATS_FORMAT}); rebuild it: python -m tympan.train.fusion"
@@ -250,7 +259,29 @@ def _build(names: list[str], states: dict[str, dict[str, torch.Tensor]], stats: 
                     f"{want[:16]}...; fetch the pinned weights again (tympan experts fetch) or rebuild the constants"
                 )
     blocks = {name: BLOCKS[name].build(states) for name in names}
+    for name, block in blocks.items():
+        _check_widths(name, block, stats["blocks"][name])
     return Fusion(blocks, {name: stats["blocks"][name] for name in names}).eval()
+
+
+def _check_widths(name: str, block: torch.nn.Module, stats: dict) -> None:
+    """The block's scaling constants fit what its module yields: (mean, std) of timestamp_embedding_size
+    and of scene_embedding_size, and a reduced block's axes (timestamp_embedding_size, rank)."""
+    expected = {
+        "timestamp": [(block.timestamp_embedding_size,)] * 2,
+        "scene": [(block.scene_embedding_size,)] * 2,
+    }
+    if BLOCKS[name].rank:
+        expected["axes"] = [(block.timestamp_embedding_size, BLOCKS[name].rank), (BLOCKS[name].rank,)]
+    got = {
+        kind: [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in stats.get(kind, ())]
+        for kind in expected
+    }
+    if got != expected:
+        raise WeightsError(
+            f"the scaling constants of block {name!r} have shapes {got}, but its module needs {expected}; "
+            "rebuild them: python -m tympan.train.fusion"
+        )
 
 
 def load_model(model_file_path: str = "") -> Fusion:
@@ -264,17 +295,22 @@ def load_model(model_file_path: str = "") -> Fusion:
     path = Path(model_file_path)
     if not path.is_file():
         raise WeightsError(f"fusion file not found: {str(path)!r}; write one with `tympan experts pack --out FILE`")
+    again = "write it again with tympan experts pack"
+    verify_archive(path, again, "fusion file")  # a flipped bit anywhere in its contents fails a CRC-32
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated files
-        raise WeightsError(
-            f"cannot read {str(path)!r} ({type(exc).__name__}); write it again with tympan experts pack"
-        ) from exc
+        raise WeightsError(f"cannot read {str(path)!r} ({type(exc).__name__}); {again}") from exc
     if not isinstance(payload, dict) or payload.get("format") != PACK_FORMAT:
         raise WeightsError(
             f"{str(path)!r} is not a packed fusion file ({PACK_FORMAT}); write one with tympan experts pack"
         )
-    return _build(_check_blocks(payload["blocks"]), payload["states"], payload["stats"])
+    try:
+        return _build(_check_blocks(payload["blocks"]), payload["states"], payload["stats"])
+    except Exception as exc:  # missing fields, wrong types or shapes: the file's contents do not build a fusion
+        named = isinstance(exc, WeightsError | ValueError) and exc.args
+        detail = exc.args[0] if named else f"{type(exc).__name__}: {exc}"
+        raise WeightsError(f"{str(path)!r} does not hold a usable fusion ({detail}); {again}") from exc
 
 
 def pack(out: str | os.PathLike, directory: str | os.PathLike | None = None, blocks=None) -> str:

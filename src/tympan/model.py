@@ -186,9 +186,12 @@ def save_weights(model: Tympan, path: str | Path, version: str) -> str:
     return sha
 
 
-def verify_archive(path: str | Path) -> None:
+def verify_archive(
+    path: str | Path, fix: str = "re-copy it or use the shipped weights", what: str = "weights file"
+) -> None:
     """Check that `path` is an intact torch.save archive before torch.load reads it: its zip
-    structure and the CRC-32 of every member (Python's zipfile). Raises WeightsError naming the file.
+    structure and the CRC-32 of every member (Python's zipfile). Raises WeightsError naming the
+    file (as `what`), the problem and `fix` (what the user should do).
 
     torch's reader checks neither: a flipped bit in the pickled metadata loads as other metadata,
     and one in the central directory can make it read bytes it never wrote (what it returns then
@@ -199,13 +202,11 @@ def verify_archive(path: str | Path) -> None:
             bad = archive.testzip()
     except Exception as exc:  # zipfile raises many types on damaged archives (BadZipFile, EOFError, ...)
         raise WeightsError(
-            f"cannot read weights file {str(path)!r} ({type(exc).__name__}: {exc}); "
-            "it is truncated or not a torch file: re-copy it or use the shipped weights"
+            f"cannot read {what} {str(path)!r} ({type(exc).__name__}: {exc}); "
+            f"it is truncated or not a torch file: {fix}"
         ) from exc
     if bad is not None:
-        raise WeightsError(
-            f"{str(path)!r} is damaged: its member {bad!r} fails its CRC-32 check; re-copy it or use the shipped weights"
-        )
+        raise WeightsError(f"{str(path)!r} is damaged: its member {bad!r} fails its CRC-32 check; {fix}")
 
 
 PAYLOAD_KEYS = frozenset({"format", "model", "version", "sha256", "licence", "feature_blocks", "state_dict"})
@@ -248,7 +249,9 @@ def load_weights(path: str | Path) -> Tympan:
             f"{str(path)!r} has the fields {sorted(map(str, payload))}, expected {sorted(PAYLOAD_KEYS)}{damaged}"
         )
     if payload["licence"] != WEIGHTS_LICENCE:
-        raise WeightsError(f"{str(path)!r} names the licence {payload['licence']!r}, expected {WEIGHTS_LICENCE!r}{damaged}")
+        raise WeightsError(
+            f"{str(path)!r} names the licence {payload['licence']!r}, expected {WEIGHTS_LICENCE!r}{damaged}"
+        )
     blocks = [list(b) for b in FEATURE_BLOCKS]
     if payload["feature_blocks"] != blocks:
         raise WeightsError(
@@ -256,7 +259,10 @@ def load_weights(path: str | Path) -> Tympan:
             f"computes {blocks}{damaged}"
         )
     state = payload["state_dict"]
-    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+    named_tensors = isinstance(state, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    )
+    if not named_tensors:
         raise WeightsError(f"{str(path)!r}: its state_dict is not a dict of named tensors{damaged}")
     sha = state_dict_sha256(state)
     if sha != payload["sha256"]:

@@ -17,36 +17,24 @@ block b is multiplied by one number, sqrt(D / n) / sigma_b, where sigma_b^2 is t
 total variance on that audio (the sum of its dimensions' variances), n the number of blocks
 and D their total width. On the calibration audio every block therefore has the same total
 variance, D / n, whether it has 256 or 1024 dimensions, and the whole embedding unit
-variance per dimension on average (the downstream MLP's fixed learning rates assume inputs
-of about unit scale: blocks scaled to a total variance of 1 learned more slowly, pitch_acc
-0.812 against 0.830). Within a block the dimensions keep the expert's own relative scales.
-A first version standardised every dimension instead, which gives each of the fusion's
-thousands of dimensions the same variance, so that dimensions an expert barely uses weigh as
-much as its main ones (on the pitch task's training clips fcpe's 5 largest dimensions hold
-21 % of its block's variance when the block is scaled whole, 2 % when standardised); on the
-offline suite it scored 2-5 points lower on music-speech and pitch, same blocks and seeds
-(docs/experts.md). The constants are computed by `python -m tympan.train.fusion` into
-weights/fusion-v0.pt (shipped; CC BY 4.0), which also records the SHA-256 of every expert
-state_dict they were measured with: loading them beside other weights is an error.
+variance per dimension on average: the downstream MLP's fixed learning rates assume inputs
+of about unit scale. Within a block the dimensions keep the expert's own relative scales, so
+that dimensions an expert barely uses do not weigh as much as its main ones (as they would if
+every dimension were standardised). The constants are computed by `python -m
+tympan.train.fusion` into weights/fusion-v0.pt (shipped; CC BY 4.0), which also records the
+SHA-256 of every expert state_dict they were measured with: loading them beside other
+weights is an error. docs/experts.md has the measurements behind these choices.
 
 Reduced blocks (Block.rank > 0): a block's timestamp frames can be reduced to their first
 `rank` principal axes on the same calibration audio (centred, projected on the axes, then
 scaled whole like any block; the axes are measured with the other constants). Its scene
 embedding is not reduced.
 
-DEFAULT_BLOCKS (v0, crepe, fcpe, aisfx-local-pc32) was chosen on the full offline suite
-(docs/experts.md). Adding resemblyzer's block lowered pitch accuracy (0.883 against 0.909,
-three seeds) without raising music-speech, so it is optional (the block "resemblyzer").
-Without aisfx, instrument family accuracy fell far below aisfx's own. aisfx's HEAR
-timestamps (a 2.35 s block every 220 ms) cost note-onset F-measure, so the fusion reads aisfx
-locally ("aisfx-local": the network's last feature map, a 186 ms column per frame, in one
-pass over the clip, about a ninth of the cost); its scene embedding is aisfx's own. With all
-512 of that view's dimensions the fusion still fell short of v0 on note onsets, whose test
-clips are rendered with other soundfonts than its training clips: aisfx's dimensions describe
-the source and its timbre, and let the downstream model fit the training soundfonts (without
-aisfx's timestamps onsets rose well above v0, but sound events fell far below aisfx's). Its
-first 32 principal axes ("aisfx-local-pc32") keep sound events and give onsets back; 8 axes
-lost sound events again. The full blocks "aisfx" and "aisfx-local" remain available.
+DEFAULT_BLOCKS (v0, crepe, fcpe, aisfx-local-pc32) was chosen on the full offline suite; the
+other blocks stay available (docs/experts.md compares them). "aisfx-local" reads aisfx
+locally (the network's last feature map, a 186 ms column per frame, in one pass over the
+clip) instead of aisfx's HEAR timestamps (a 2.35 s block every 220 ms); its scene embedding
+is aisfx's own. The default keeps that view's first 32 principal axes in the timestamps.
 """
 
 from __future__ import annotations

@@ -42,12 +42,9 @@ on samples k * 882 + 1024 (i - 49.5), i = 0 .. 99, of the 44.1 kHz signal (882 s
 20 ms). A block per grid frame would run the CNN (about 1.9 GMAC per block) 50 times per
 second of audio, so blocks are centred on every STRIDE-th grid frame (STRIDE = 11, every
 220 ms, about a tenth of the block) and each frame takes the nearest one: a frame's block
-is centred at most 100 ms away, 4 % of the block's length. Measured with one thread on this
-shared 2-core machine (load 4-6), 1 minute of noise: a block costs 80-90 ms with its front
-end, so a block per grid frame would take about 4.5 minutes per minute of audio; STRIDE 5
-(every 100 ms, the finest hop aisfx's tutorial uses) took 49-54 s per minute, STRIDE 11 takes
-under half of that, which is what lets the 1 h of event-task audio of the offline suite be
-embedded in one sitting; the scene embedding takes 4-4.5 s per minute.
+is centred at most 100 ms away, 4 % of the block's length. The stride trades timing
+precision for speed (measured costs per stride: docs/experts.md, "Why the experts'
+strides").
 
 Scene embedding: the mean over the native blocks (hop 50 frames, last partial block dropped,
 so up to 1.16 s at the end is not seen, as in aisfx) of the sound resampled to 44.1 kHz: one
@@ -318,10 +315,9 @@ class AisfxLocal(Aisfx):
     8 spectrogram frames (186 ms) and sees 2 x 37 frames (1.7 s) of context; the clip is
     taken as surrounded by silence, and the map is computed in chunks of LOCAL_CHUNK columns
     with LOCAL_MARGIN frames of context each side, so its values do not depend on the chunk
-    size or the clip's length beyond that reach. A single pass over the clip: about a ninth of
-    the time of Aisfx's blocks every 220 ms, which overlap by 90 % (127 s against 1108 s for
-    the timestamps of 20 minutes, docs/experts.md). The scene embedding is
-    Aisfx's (the mean of the native block embeddings)."""
+    size or the clip's length beyond that reach. A single pass over the clip, where Aisfx's
+    blocks every 220 ms overlap by 90 %, so it costs a fraction of their time (docs/experts.md).
+    The scene embedding is Aisfx's (the mean of the native block embeddings)."""
 
     @staticmethod
     def column_of_frame(k: torch.Tensor) -> torch.Tensor:

@@ -25,11 +25,8 @@ Salience: `model.chunks(sound, salience=True)` yields (embedding (n, D), salienc
 the same grid, for the fusion; `model.chunks(sound)` yields the embeddings alone (HEAR), skipping the
 6th block and the classifier.
 
-Measured speed (1 thread of the 2-core development machine while other jobs loaded it, load 3-6;
-1 minute of noise = 3001 windows): tiny 4.6-5.5 s per minute of audio (timestamp, scene, or with the
-salience; up to 12.5 s at the busiest), peak RSS 0.33 GiB; full 104-114 s per minute (up to 199 s),
-peak RSS 0.68 GiB. Tiny is about 21x faster, not 38x as its multiply-adds (36 M vs 1342 M a window)
-would say: its small convolutions use the CPU less well.
+Cost: 36 M multiply-adds a window for tiny, 1342 M for full, one window per 20 ms; load_model("")
+gives tiny because full is about 20x slower on CPU (measured speeds: docs/experts.md).
 """
 
 from __future__ import annotations

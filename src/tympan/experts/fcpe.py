@@ -37,9 +37,9 @@ rounding (tests/test_expert_fcpe.py checks it); the cost is one extra front end 
 convolution (about 3 % of the network) and 184 overlap frames per chunk (6 % at 1500 grid
 frames per chunk).
 
-Cost: every 10 ms frame goes through the network, about 65 G multiply-adds per minute of audio;
-measured 5.1 s (timestamp) and 5.6 s (scene) per minute of noise on one CPU thread of a loaded
-2-core machine (the convolutions and the pointwise matrix products take nearly all of it).
+Cost: every 10 ms frame goes through the network, about 65 G multiply-adds per minute of audio,
+nearly all of it in the convolutions and the pointwise matrix products (measured speed:
+docs/experts.md).
 
 Scene embedding: FCPE has no clip-level output, so it is the mean and standard deviation of
 the hidden state over the grid frames (1024 = 2 x 512).

@@ -34,11 +34,9 @@ Timestamp embeddings: the embedding of grid frame k is that of a partial (160 me
 frame: its centre falls 5 ms before k * 20 ms). A partial per grid frame would be 1.6 s of
 LSTM work per 20 ms, so partials are computed on every STRIDE-th grid frame (STRIDE = 4,
 every 80 ms) and each frame takes the nearest one (ties to the earlier): the partial a frame
-gets is centred at most 2 grid frames (40 ms, 2.5 % of its length) from the one centred on it. Measured with one torch thread on this project's
-2-core machine while other jobs loaded it (so upper bounds), seconds per minute of audio:
-partials on every grid frame 34, every 2nd 18, every 4th 7.4-14, every 8th 4.3 (the scene
-embedding: 0.75). STRIDE 4 keeps the nearest-partial shift (<= 2 grid frames) within HEAR's
-tightest onset tolerance (50 ms) at a quarter of the cost of a partial per frame.
+gets is centred at most 2 grid frames (40 ms, 2.5 % of its length) from the one centred on
+it. STRIDE 4 keeps that shift within HEAR's tightest onset tolerance (50 ms) at a quarter of
+the cost of a partial per frame (measured costs per stride: docs/experts.md).
 
 Scene embedding: the utterance embedding, as resemblyzer designed it (partials at its 1.3 per
 second rate, averaged and L2-normalised), of the volume-normalised sound: 256-d.

@@ -254,3 +254,32 @@ def test_a_converted_expert_file_with_a_flipped_bit_is_a_weights_error(tmp_path)
     path.write_bytes(data)
     with pytest.raises(WeightsError, match="CRC-32"):
         cache.load_file(path)
+
+
+@pytest.mark.parametrize("name, arg", SHIPPED, ids=[f"{n}:{a}" if a else n for n, a in SHIPPED])
+def test_every_shipped_module_is_a_grid_model_with_its_checks(shipped_models, name, arg):
+    from tympan.model import GridModel
+
+    module, model = shipped_models(name, arg)
+    assert isinstance(model, GridModel) and model.sample_rate == 16000
+    with pytest.raises(ValueError, match="unsqueeze"):  # the input checks of audio.check_audio
+        module.get_timestamp_embeddings(torch.zeros(400), model)
+    with pytest.raises(ValueError, match=r"model.to\(audio.device\)"):
+        module.get_scene_embeddings(torch.zeros(1, 400, device="meta"), model)
+
+
+def test_grid_model_refuses_chunks_that_miss_frames():
+    from tympan.model import GridModel
+
+    class Short(GridModel):
+        timestamp_embedding_size = scene_embedding_size = 2
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("w", torch.ones(2))
+
+        def chunks(self, sound):
+            yield torch.zeros(1, 2)  # one frame, whatever the length
+
+    with pytest.raises(RuntimeError, match="Short.chunks gave 1 frames for 640 samples, not 3"):
+        Short().timestamp_embeddings(torch.zeros(1, 640))

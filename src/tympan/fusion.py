@@ -297,7 +297,7 @@ def load_model(model_file_path: str = "") -> Fusion:
         return _build(_check_blocks(payload["blocks"]), payload["states"], payload["stats"])
     except Exception as exc:  # missing fields, wrong types or shapes: the file's contents do not build a fusion
         named = isinstance(exc, WeightsError | ValueError) and exc.args
-        detail = exc.args[0] if named else f"{type(exc).__name__}: {exc}"
+        detail = " ".join(str(exc.args[0] if named else f"{type(exc).__name__}: {exc}").split())  # one line
         raise WeightsError(f"{str(path)!r} does not hold a usable fusion ({detail}); {again}") from exc
 
 

@@ -13,9 +13,15 @@ Scene pooling is the mean and the standard deviation of the frame embeddings ove
 the mean says what the clip sounds like on average, the std how much it changes (speech
 and music move, a drone or noise does not), which the mean alone cannot tell apart.
 
-Weights file: torch.save of a dict holding "format", "model", "version", "sha256" (of the
-state_dict's canonical bytes, checked at load), "licence" and "state_dict". It loads with
-torch.load(weights_only=True): no pickled code is ever executed.
+GridModel is the base of every model on tympan's grid (Tympan here, the experts, the fusion,
+tympan.mfcc, the trained encoder to come): a subclass yields frame embeddings chunk by chunk
+and the base does the HEAR plumbing (checks, one sound at a time, timestamps, pooling).
+
+Weights file: torch.save of a dict holding exactly "format", "model", "version", "sha256"
+(of the state_dict's canonical bytes), "licence", "feature_blocks" and "state_dict". At load
+the zip archive's structure and the CRC-32 of every member are checked first (verify_archive),
+then every field and the SHA-256: a damaged file is a WeightsError, never other weights. It
+loads with torch.load(weights_only=True): no pickled code is ever executed.
 """
 
 from __future__ import annotations
@@ -222,7 +228,9 @@ def load_weights(path: str | Path) -> Tympan:
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file not found: {str(path)!r}; pass an existing file, or '' for the shipped weights")
+        raise WeightsError(
+            f"weights file not found: {str(path)!r}; pass an existing file, or '' for the shipped weights"
+        )
     verify_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -274,7 +282,8 @@ def load_weights(path: str | Path) -> Tympan:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise WeightsError(f"{str(path)!r} does not fit this tympan's network: {exc}") from exc
+        detail = " ".join(str(exc).split())  # torch's message spans several lines
+        raise WeightsError(f"{str(path)!r} does not fit this tympan's network: {detail}") from exc
     model.version = version
     model.weights_sha256 = sha
     return model.eval()

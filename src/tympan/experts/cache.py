@@ -34,7 +34,7 @@ import torch
 from tympan.checksum import sha256_file
 from tympan.experts import EXPERTS, Expert
 from tympan.io import atomic_write, atomic_write_json
-from tympan.model import WeightsError
+from tympan.model import WeightsError, verify_archive
 
 PROVENANCE = "provenance.json"
 FORMAT = "tympan-expert-weights/1"
@@ -192,12 +192,15 @@ def load_state_dict(key: str, directory: str | os.PathLike | None = None) -> dic
 
 
 def load_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A converted state_dict from an explicit file (tensors only: weights_only=True)."""
+    """A converted state_dict from an explicit file (tensors only: weights_only=True), after
+    checking the file's zip structure and CRC-32s (model.verify_archive): a damaged file is a
+    WeightsError, never other weights."""
     fix = "fetch it again (`tympan experts fetch`) or pass the file that command wrote"
+    if not os.path.isfile(path):
+        raise WeightsError(f"expert weights file {path} does not exist; {fix}")
+    verify_archive(path, fix, "expert weights file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"expert weights file {path} does not exist; {fix}") from None
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise WeightsError(
             f"{path} is not a converted expert weights file ({type(err).__name__}: {err}); {fix}"

@@ -65,7 +65,9 @@ demo: venv
 experts: venv
 	$(VENV)/bin/tympan experts fetch
 
+# lint-imports checks the layers and the absence of import cycles declared in pyproject.toml.
 test: venv peers system-deps browser-deps experts
+	$(VENV)/bin/lint-imports
 	TYMPAN_PEERS_PYTHON=$(CURDIR)/$(PEERS)/bin/python $(PY) -m pytest -q -rs
 
 bench: venv peers

@@ -78,7 +78,8 @@ def stage_times(corpus: Path, module_name: str, threads: int) -> dict[str, float
     import soxr
     import torch
 
-    from tympan.corpus.shards import Header, rows_table
+    from tympan.corpus.shards import rows_table
+    from tympan.corpus.units import Header
     from tympan.io import RESAMPLE_QUALITY, find_audio
     from tympan.kit.hear import embed_batch
 
@@ -101,7 +102,7 @@ def stage_times(corpus: Path, module_name: str, threads: int) -> dict[str, float
             t2 = time.perf_counter()
             arrays = embed_batch(module, model, torch.device("cpu"), [mono])[0]
             t3 = time.perf_counter()
-            rows.append({"path": rel.as_posix(), "size": 0, "mtime_ns": 0, "sample_rate": rate,
+            rows.append({"path": rel.as_posix(), "source": str(root / rel), "size": 0, "mtime_ns": 0, "sample_rate": rate,
                          "duration_s": len(data) / rate, "weights_sha256": None, "error": None, **arrays})  # fmt: skip
             t4 = time.perf_counter()
             if len(rows) == 64:
@@ -123,7 +124,7 @@ def driver_costs(corpus: Path, out: Path) -> dict[str, float]:
     stat) and probing headers; per-file cost of reading the committed keys back on resume;
     and the output's bytes per hour of audio."""
     from tympan.corpus import shards
-    from tympan.corpus.units import list_sources, probe
+    from tympan.corpus.units import Header, list_sources, probe
 
     t0 = time.perf_counter()
     sources = list_sources([str(corpus)])
@@ -131,7 +132,7 @@ def driver_costs(corpus: Path, out: Path) -> dict[str, float]:
     probed = [probe(s) for s in sources]
     t2 = time.perf_counter()
     m = shards.load_manifest(out)
-    header = shards.Header(**{k: m[k] for k in shards.Header.__dataclass_fields__})
+    header = Header(**{k: m[k] for k in Header.__dataclass_fields__})
     with shards.Store(out, header) as store:
         t3 = time.perf_counter()
         store.committed()

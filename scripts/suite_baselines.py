@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-MODULES = ("tympan", "tympan.kit.mfcc", "hearbaseline.naive")
+MODULES = ("tympan", "tympan.mfcc", "hearbaseline.naive")
 
 
 def main() -> int:

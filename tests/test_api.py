@@ -1,11 +1,13 @@
 """The HEAR API of tympan: attributes, shapes, dtypes, the time grid, pooling, determinism."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 import tympan
-from tympan.audio import HOP, HOP_MS, N_FEATURES, SAMPLE_RATE, n_frames, timestamps_ms
+from tympan.audio import FEATURE_BLOCKS, HOP, HOP_MS, N_FEATURES, SAMPLE_RATE, n_frames, timestamps_ms
 
 
 def test_model_attributes(model):
@@ -114,3 +116,24 @@ def test_features_respond_to_pitch(model):
     s_low = tympan.get_scene_embeddings(low, model)
     s_high = tympan.get_scene_embeddings(high, model)
     assert (s_low - s_high).abs().max() > 1.0
+
+
+def test_a_sound_far_beyond_full_scale_is_analysed_faithfully(model, noise):
+    # At 2^80 the float32 spectra would overflow (inf, then NaN embeddings); the sound is analysed
+    # in float64 instead, so the log-power blocks move by exactly the gain in dB and the
+    # level-free blocks (chroma, periodicity, onsets) stay put.
+    sound = noise(1, 16000, seed=8)[0]
+    ordinary = model.frontend(sound * 2.0**30)
+    loud = model.frontend(sound * 2.0**80)
+    assert loud.dtype == torch.float32 and torch.isfinite(loud).all()
+    # frames whose context (+-8 frames) and windows lie inside the clip: silence outside it stays silence
+    ordinary, loud = ordinary[10:-10], loud[10:-10]
+    offset = 2 * 50 * math.log10(2.0)  # 50 doublings of amplitude, in log10 power
+    columns, start = {}, 0
+    for name, size in FEATURE_BLOCKS:
+        columns[name] = torch.arange(start, start + size)
+        start += size
+    log_power = torch.cat([columns["logmel"], columns["semitone"], columns["context"]])
+    level_free = torch.cat([columns["chroma"], columns["periodicity"], columns["onset"]])
+    torch.testing.assert_close(loud[:, log_power], ordinary[:, log_power] + offset, rtol=0, atol=1e-4)
+    torch.testing.assert_close(loud[:, level_free], ordinary[:, level_free], rtol=0, atol=1e-4)

@@ -1,4 +1,4 @@
-"""`tympan embed`: one .npz per file, resumable, atomic, batching that never changes results.
+"""`tympan embed` (npz): one .npz per file, resumable, atomic, batching that never changes results.
 
 Most tests use tests/embedmods/fakehear.py, a small deterministic HEAR module, so they
 test the embedder itself; the last one runs the real tympan model.
@@ -16,8 +16,8 @@ import torch
 
 import tympan
 from tympan import cli
+from tympan.corpus import units
 from tympan.io import read_audio
-from tympan.kit import embed
 
 EMBEDMODS = Path(__file__).parent / "embedmods"
 
@@ -133,7 +133,7 @@ def test_long_files_are_embedded_alone(tree, tmp_path, fakehear, monkeypatch):
     calls: list[int] = []
     real = fakehear.get_scene_embeddings  # called once per batch by the embedder
     monkeypatch.setattr(fakehear, "get_scene_embeddings", lambda a, m: calls.append(a.shape[0]) or real(a, m))
-    monkeypatch.setattr(embed, "MAX_BATCHED_SECONDS", 0.9)  # the 1 s clips count as long
+    monkeypatch.setattr(units, "MAX_BATCHED_SECONDS", 0.9)  # the 1 s clips count as long
 
     run_embed(tree, "--out", tmp_path / "out", "--module", "fakehear", "--batch-size", "8")
 
@@ -172,9 +172,9 @@ def test_a_run_killed_mid_write_leaves_no_partial_file(tree, tmp_path, fakehear,
 
     with monkeypatch.context() as m:
         m.setattr(np, "savez", savez_then_killed)
-        with pytest.raises(KeyboardInterrupt):
-            run_embed(tree, "--out", out, "--module", "fakehear")
-    assert [p for p in out.rglob("*") if p.is_file()] == []
+        assert run_embed(tree, "--out", out, "--module", "fakehear") == 130  # Ctrl-C
+    # No .npz and no temporary file: only the record (its header) and the lock.
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [".lock", "tympan-embed.jsonl"]
 
     assert run_embed(tree, "--out", out, "--module", "fakehear") == 1  # resumes from nothing
     assert len(npz_files(out)) == len(GOOD_FILES)
@@ -219,7 +219,8 @@ def test_missing_path_and_colliding_outputs_exit_2(tree, tmp_path, fakehear, cap
     other.mkdir()
     sf.write(other / "a.wav", np.zeros(1000, np.float32), 16000)  # tree has a.wav too
     assert run_embed(tree, other, "--out", tmp_path / "out", "--module", "fakehear") == 2
-    assert re.search(r"in/a\.wav and .*other/a\.wav would both be written to", capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert re.search(r"in/a\.wav and .*other/a\.wav would both be stored as a\.wav .*separate --out folders", err)
     assert not (tmp_path / "out").exists()
 
 
@@ -234,3 +235,235 @@ def test_default_module_is_tympan(tmp_path, model):
 
     for name in ["one.wav", "two.flac"]:
         assert_npz_matches(tmp_path / "out" / f"{name}.npz", expected(tympan, model, folder / name), model)
+
+
+# ----------------------------------------------------------------------------------------
+# Both formats: what an output records, what it refuses, and errors in one line.
+
+PARQUET = ["--format", "parquet"]
+FORMATS = pytest.mark.parametrize("fmt", [[], PARQUET], ids=["npz", "parquet"])
+
+
+def one_line_error(err: str, *needles: str) -> None:
+    """stderr is one `tympan embed: error:` line (no traceback) holding every needle."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tympan embed: error: "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def record(out: Path) -> dict[str, dict]:
+    """The npz record's entries by path (later lines win)."""
+    import json
+
+    lines = (out / "tympan-embed.jsonl").read_text().splitlines()
+    return {e["path"]: e for e in map(json.loads, lines[1:])}
+
+
+def parquet_sources(out: Path) -> dict[str, str]:
+    from tympan.corpus import read_embeddings
+
+    t = read_embeddings(out, columns=["path", "source"])
+    return dict(zip(t.column("path").to_pylist(), t.column("source").to_pylist()))
+
+
+@FORMATS
+def test_two_input_roots_into_one_output_the_second_is_refused_naming_both(tmp_path, fakehear, capsys, fmt):
+    """Issue 11.4: a second run from another root kept the first file under the shared name (npz,
+    "skipped") or silently replaced it (Parquet); each output now records its source."""
+    first, second, out = tmp_path / "A", tmp_path / "B", tmp_path / "out"
+    for root, seed in ((first, 1), (second, 2)):
+        root.mkdir()
+        sf.write(root / "x.wav", np.random.default_rng(seed).uniform(-0.5, 0.5, 4000 + seed).astype(np.float32), 16000)
+    assert run_embed(first, "--out", out, "--module", "fakehear", *fmt) == 0
+    sources = record(out) if not fmt else parquet_sources(out)
+    recorded = sources["x.wav"]["source"] if not fmt else sources["x.wav"]
+    assert recorded == str((first / "x.wav").absolute())
+    capsys.readouterr()
+
+    assert run_embed(second, "--out", out, "--module", "fakehear", *fmt) == 2
+    one_line_error(capsys.readouterr().err, str(first / "x.wav"), str(second / "x.wav"), "another --out")
+    assert (parquet_sources(out) if fmt else {k: e["source"] for k, e in record(out).items()}) == {
+        "x.wav": str(first / "x.wav")
+    }
+    if not fmt:
+        model = fakehear.load_model()
+        assert_npz_matches(out / "x.wav.npz", expected(fakehear, model, first / "x.wav"), model)
+    # The same root again (given by another spelling of its path) is the same source: nothing to do.
+    assert run_embed(tmp_path / "A" / ".." / "A", "--out", out, "--module", "fakehear", *fmt) == 0
+    assert "0 embedded, 1 skipped (already done), 0 failed" in capsys.readouterr().err
+
+
+@FORMATS
+def test_a_module_returning_nan_or_inf_fails_those_files_and_writes_nothing_for_them(tree, tmp_path, capsys, fmt,
+                                                                                      monkeypatch):
+    """Issue 11.6: non-finite module outputs were written (exit 0); now they are per-file failures."""
+    monkeypatch.syspath_prepend(str(EMBEDMODS))
+    out = tmp_path / "out"
+    assert run_embed(tree, "--out", out, "--module", "nanhear", *fmt) == 1
+    err = capsys.readouterr().err
+    # e.wav: 0.75 s (NaN in its embeddings); sub/d.flac: 0.5 s (infinite scene); bad.wav: corrupt
+    assert re.search(r"failed: \S*e\.wav: embedding failed: the module returned NaN or infinite values "
+                     r"\(1 of 584 in embeddings\)", err), err
+    assert re.search(r"failed: \S*d\.flac: .*NaN or infinite values \(1 of 8 in scene\)", err), err
+    assert "4 embedded, 0 skipped (already done), 3 failed" in err
+    if fmt:
+        from tympan.corpus import read_embeddings
+
+        table = read_embeddings(out)
+        rows = {r["path"]: r for r in table.to_pylist()}
+        assert rows["e.wav"]["embeddings"] is None and "NaN" in rows["e.wav"]["error"]
+        assert rows["sub/d.flac"]["scene"] is None
+        good = [r for r in rows.values() if r["error"] is None]
+        assert len(good) == 4 and all(np.isfinite(np.asarray(r["embeddings"])).all() for r in good)
+    else:
+        assert npz_files(out) == sorted(f"{rel}.npz" for rel in ["a.wav", "b.flac", "sub/c.wav", "sub/deeper/f.wav"])
+
+
+def test_a_truncated_or_emptied_npz_is_embedded_again(tree, tmp_path, fakehear, capsys):
+    """Issue 11.5: a zero-byte or truncated .npz counted as done."""
+    out = tmp_path / "out"
+    run_embed(tree, "--out", out, "--module", "fakehear")
+    whole = (out / "a.wav.npz").read_bytes()
+    (out / "a.wav.npz").write_bytes(whole[: len(whole) // 2])
+    (out / "b.flac.npz").write_bytes(b"")
+    capsys.readouterr()
+
+    assert run_embed(tree, "--out", out, "--module", "fakehear") == 1  # bad.wav
+    assert "2 embedded, 4 skipped (already done), 1 failed" in capsys.readouterr().err
+    model = fakehear.load_model()
+    for rel in ["a.wav", "b.flac"]:
+        assert_npz_matches(out / f"{rel}.npz", expected(fakehear, model, tree / rel), model)
+    assert (out / "a.wav.npz").read_bytes() == whole
+
+
+def test_a_changed_input_is_embedded_again(tree, tmp_path, fakehear, capsys):
+    """An input replaced since its .npz was written (other samples, so another size or mtime)
+    is embedded again, as Parquet outputs do; its unchanged neighbours are skipped."""
+    out = tmp_path / "out"
+    run_embed(tree, "--out", out, "--module", "fakehear")
+    before = np.load(out / "a.wav.npz")["embeddings"]
+    sf.write(tree / "a.wav", np.full(16000, 0.25, np.float32), 16000)  # same length, other samples
+    capsys.readouterr()
+
+    assert run_embed(tree, "--out", out, "--module", "fakehear") == 1  # bad.wav
+    assert "1 embedded, 5 skipped (already done), 1 failed" in capsys.readouterr().err
+    model = fakehear.load_model()
+    assert_npz_matches(out / "a.wav.npz", expected(fakehear, model, tree / "a.wav"), model)
+    assert not np.array_equal(np.load(out / "a.wav.npz")["embeddings"], before)
+
+
+def test_an_npz_tympan_did_not_write_is_never_overwritten(tree, tmp_path, fakehear, capsys):
+    """Issue 11.5: an .npz that is not tympan's (no record of it) is refused, not replaced or skipped."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.wav.npz").write_bytes(b"")  # somebody's file, or a truncated one of unknown origin
+    (out / "notes.txt").write_text("other files in the folder are fine")
+    assert run_embed(tree, "--out", out, "--module", "fakehear") == 2
+    one_line_error(capsys.readouterr().err, str(out / "a.wav.npz"), "does not record it", "delete or move it")
+    assert (out / "a.wav.npz").read_bytes() == b"" and npz_files(out) == ["a.wav.npz"]
+
+    (out / "a.wav.npz").unlink()
+    assert run_embed(tree, "--out", out, "--module", "fakehear") == 1
+    assert len(npz_files(out)) == len(GOOD_FILES) and set(record(out)) == {rel for rel, *_ in GOOD_FILES}
+
+
+def test_npz_output_of_another_model_is_refused(tree, tmp_path, fakehear, capsys):
+    out = tmp_path / "out"
+    run_embed(tree, "--out", out, "--module", "fakehear")
+    seed = tmp_path / "seed.txt"
+    seed.write_text("7")
+    capsys.readouterr()
+    assert run_embed(tree, "--out", out, "--module", "fakehear", "--model", seed) == 2
+    one_line_error(capsys.readouterr().err, "holds embeddings from module 'fakehear'", "use another --out")
+
+
+def flip_a_bit(data: bytes) -> bytes:
+    i = len(data) // 2
+    return data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1 :]
+
+
+@FORMATS
+@pytest.mark.parametrize("damage", ["missing", "truncated", "flipped"])
+def test_a_bad_model_file_is_one_line_and_exit_2(tree, tmp_path, capsys, fmt, damage):
+    """Issue 11.8: the module's own error (tympan's WeightsError, or any other) escaped as a traceback."""
+    weights = tmp_path / "w.pt"
+    good = Path(tympan.__file__).parent / "weights" / "tympan-v0.pt"
+    if damage != "missing":
+        data = good.read_bytes()
+        weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else flip_a_bit(data))
+    assert run_embed(tree / "a.wav", "--out", tmp_path / "out", "--model", weights, *fmt) == 2
+    one_line_error(capsys.readouterr().err, "tympan.load_model could not load --model", str(weights), "another --model")
+    assert not (tmp_path / "out").exists()
+
+
+@FORMATS
+def test_out_that_is_a_file_is_one_line_and_exit_2(tree, tmp_path, fakehear, capsys, fmt):
+    (tmp_path / "out").write_text("a file")
+    assert run_embed(tree, "--out", tmp_path / "out", "--module", "fakehear", *fmt) == 2
+    one_line_error(capsys.readouterr().err, f"--out {tmp_path / 'out'} exists and is not a folder")
+    assert (tmp_path / "out").read_text() == "a file"
+
+
+@FORMATS
+def test_fifos_and_broken_or_looping_links_are_reported_as_failures_and_never_opened(tmp_path, fakehear, capsys, fmt):
+    """Issue 11.8: such entries of a folder were dropped without a word. A FIFO must not be opened
+    (it would wait for a writer forever): the alarm turns a hang into a failure."""
+    import os
+    import signal
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "ok.wav", np.zeros(1600, np.float32), 16000)
+    os.mkfifo(folder / "pipe.wav")
+    (folder / "broken.wav").symlink_to(folder / "gone.wav")
+    (folder / "loop1.wav").symlink_to(folder / "loop2.wav")
+    (folder / "loop2.wav").symlink_to(folder / "loop1.wav")
+
+    def hung(signum, frame):
+        raise TimeoutError("tympan embed hung (a FIFO opened for reading?)")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        code = run_embed(folder, "--out", tmp_path / "out", "--module", "fakehear", *fmt)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "1 embedded, 0 skipped (already done), 4 failed" in err
+    assert re.search(r"failed: \S*pipe\.wav: a FIFO \(named pipe\), not a regular file", err)
+    assert re.search(r"failed: \S*broken\.wav: a broken symbolic link \(its target \S*gone\.wav does not exist\)", err)
+    assert re.search(r"failed: \S*loop1\.wav: a symbolic link loop", err) and re.search(r"loop2\.wav: a symbolic", err)
+
+
+@FORMATS
+def test_ctrl_c_while_loading_the_model_exits_130_in_one_line(tree, tmp_path, fakehear, capsys, monkeypatch, fmt):
+    """Issue 11.8: Ctrl-C outside the embedding loop escaped as a KeyboardInterrupt traceback."""
+
+    def interrupted(path=""):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fakehear, "load_model", interrupted)
+    assert run_embed(tree, "--out", tmp_path / "out", "--module", "fakehear", *fmt) == 130
+    assert capsys.readouterr().err == "tympan embed: interrupted; run the same command again to finish\n"
+
+
+@pytest.mark.parametrize("missing, fmt, message", [
+    ("tqdm", [], 'tqdm is needed to read audio files and show progress; install it with pip install "tympan[cli]"'),
+    ("pyarrow", PARQUET, '--format parquet needs pyarrow: pip install "tympan[parquet]"'),
+])  # fmt: skip
+def test_a_missing_optional_package_is_one_line_and_exit_2(tree, tmp_path, fakehear, capsys, monkeypatch,
+                                                           missing, fmt, message):
+    """Issue 11.8: the ImportError escaped as a traceback."""
+    import sys
+
+    import tympan.corpus
+
+    monkeypatch.setitem(sys.modules, missing, None)  # `import missing` fails
+    for name in ["driver", "shards", "local"]:  # imported again, without it
+        monkeypatch.delitem(sys.modules, f"tympan.corpus.{name}", raising=False)
+        monkeypatch.delattr(tympan.corpus, name, raising=False)
+    assert run_embed(tree, "--out", tmp_path / "out", "--module", "fakehear", *fmt) == 2
+    assert capsys.readouterr().err == f"tympan embed: error: {message}\n"

@@ -1,6 +1,12 @@
 """Bad input gets a clear error naming the problem and the value, and changes nothing."""
 
+import collections
+import io
+import os
+import random
 import shutil
+import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -103,3 +109,106 @@ def test_a_copied_weights_file_loads_by_path(tmp_path, noise):
     a = tympan.get_scene_embeddings(audio, tympan.load_model(str(path)))
     b = tympan.get_scene_embeddings(audio, tympan.load_model())
     assert torch.equal(a, b)
+
+
+def _same(a, b) -> bool:
+    """Deep equality of loaded payloads: same types, keys and values, tensors bitwise with their dtypes."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _outcome(path, original_payload, original_model) -> str:
+    """'error' when loading `path` raises WeightsError naming it; 'unseen' when it loads a model
+    bitwise equal to the original AND torch reads the very same payload from it. Anything else
+    (another exception type, another payload or model) fails the test."""
+    try:
+        loaded = tympan.load_model(str(path))
+    except WeightsError as err:
+        assert str(path) in str(err), err
+        return "error"
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    assert _same(payload, original_payload), f"a changed file loaded without WeightsError: {payload}"
+    assert loaded.version == original_model.version and loaded.weights_sha256 == original_model.weights_sha256
+    assert _same(loaded.state_dict(), original_model.state_dict())
+    return "unseen"
+
+
+def _member_bytes(data: bytes) -> set[int]:
+    """Positions of every zip member's name (in its local header) and contents."""
+    positions = set()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for info in archive.infolist():
+            start = info.header_offset + 30  # the local header's fixed part
+            name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : start])
+            positions.update(range(start, start + name_len))
+            body = start + name_len + extra_len
+            positions.update(range(body, body + info.compress_size))
+    return positions
+
+
+def test_fuzz_flipped_bits_in_a_weights_file_raise_weights_error_or_change_nothing(tmp_path):
+    """Every byte gets one seeded bit flipped. A flip in any member's name or contents (the
+    pickled metadata, the tensors, torch's records) must raise WeightsError. A flip elsewhere may
+    load, but only where neither zipfile's check nor torch's reader uses the byte (local header
+    fields such as times and CRC copies, the alignment padding, unused central-directory fields),
+    so that the very same payload and model come out."""
+    data = DEFAULT_WEIGHTS.read_bytes()
+    original_payload = torch.load(DEFAULT_WEIGHTS, map_location="cpu", weights_only=True)
+    original_model = tympan.load_model()
+    members = _member_bytes(data)
+    assert len(members) > len(data) // 2
+    rng = random.Random(20261206)
+    path = tmp_path / "flipped.pt"
+    outcomes = collections.Counter()
+    for position in range(len(data)):
+        damaged = bytearray(data)
+        damaged[position] ^= 1 << rng.randrange(8)
+        path.write_bytes(damaged)
+        outcome = _outcome(path, original_payload, original_model)
+        assert outcome == "error" or position not in members, f"flip at byte {position} loaded"
+        outcomes[outcome] += 1
+    assert outcomes["error"] >= len(members), outcomes
+
+
+def test_fuzz_truncated_weights_files_raise_weights_error(tmp_path):
+    data = DEFAULT_WEIGHTS.read_bytes()
+    path = tmp_path / "truncated.pt"
+    for length in [*range(0, len(data), 13), *range(len(data) - 40, len(data))]:
+        path.write_bytes(data[:length])
+        with pytest.raises(WeightsError, match="truncated.pt"):
+            tympan.load_model(str(path))
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_weights_file_never_runs_pickled_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"format": "tympan-weights/1", "model": "tympan", "evil": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(WeightsError, match="evil.pt"):
+        tympan.load_model(str(tmp_path / "evil.pt"))
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("licence", "MIT", "licence 'MIT'"),
+        ("feature_blocks", [["logmel", 64]], "front-end blocks"),
+        ("state_dict", {"encoder.mean": [0.0]}, "dict of named tensors"),
+        ("extra", 1, "fields"),
+    ],
+)
+def test_changed_metadata_is_a_weights_error(tmp_path, field, value, words):
+    payload = torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    payload[field] = value
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(WeightsError, match=words):
+        tympan.load_model(str(tmp_path / "edited.pt"))

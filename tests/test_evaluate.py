@@ -2,6 +2,8 @@
 
 import json
 import pickle
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,13 +22,13 @@ def tone(freq: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
     return (0.4 * np.sin(2 * np.pi * freq * (1 + 0.01 * rng.standard_normal()) * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def scene_task(root, split_mode="trainvaltest"):
+def scene_task(root, split_mode="trainvaltest", n_clips=12):
     rng = np.random.default_rng(0)
     splits = ["train", "valid", "test"] if split_mode == "trainvaltest" else ["fold00", "fold01", "fold02"]
     labels, audio = {}, {}
     for split in splits:
         labels[split] = {}
-        for i in range(12):
+        for i in range(n_clips):
             label = list(PITCHES)[i % 3]
             name = f"{split}-{i:02d}.wav"
             labels[split][name] = [label]
@@ -226,3 +228,284 @@ def test_weights_hash_for_a_file_and_for_a_name_the_module_resolves(tmp_path):
     # a model that is not a torch module: the file's bytes, else unknown
     assert weights_identity(object(), str(f)) == hashlib.sha256(b"weights").hexdigest()
     assert weights_identity(object(), "local") is None
+
+
+# ---------------------------------------------------------------------------------------
+# Unlike runs are never mixed (issue 11.1, 11.2), tasks are checked before any embedding
+# (11.7), usage errors are one line with exit code 2 and Ctrl-C exits 130 (11.8).
+
+HEARMODS = Path(__file__).parent / "hearmods"
+TONES = "tones-trainvaltest-v1-full"
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """One small scene task scored by tympan (seed 0, grid fast): (tasks folder, OUT)."""
+    tasks = tmp_path_factory.mktemp("one-task")
+    scene_task(tasks)
+    out = tmp_path_factory.mktemp("scored") / "out"
+    ev.evaluate("tympan", tasks, out, grid="fast", seed=0)
+    return tasks, out
+
+
+def copy_of(out, tmp_path):
+    return Path(shutil.copytree(out, tmp_path / "out"))
+
+
+def no_work(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("nothing may be embedded or trained in a refused run")
+
+    monkeypatch.setattr(ev, "embed_task", refuse)
+    monkeypatch.setattr(ev, "score_task", refuse)
+
+
+UNLIKE = {
+    # what differs from the run that filled OUT: evaluate's arguments, and words of the refusal
+    "module": (dict(module_name="hearmod_good"), "module 'tympan' there, 'hearmod_good' now"),
+    "weights": (dict(weights="f" * 64), "weights_sha256"),
+    "seed": (dict(seed=1), "seed 0 there, 1 now"),
+    "grid": (dict(grid="one"), "grid 'fast' there, 'one' now"),
+    "suite": (dict(suite=True), "task_identity"),
+}
+
+
+@pytest.mark.parametrize("change", list(UNLIKE))
+def test_unlike_runs_into_one_folder_are_refused_before_any_work(scored, tmp_path, monkeypatch, change):
+    """Before: every one of these printed 'already scored' and wrote tympan's seed-0 scores
+    labelled as the new run (exit 0)."""
+    tasks, out = scored
+    out = copy_of(out, tmp_path)
+    args, words = UNLIKE[change]
+    kwargs = dict(module_name="tympan", tasks_dir=tasks, out=out, grid="fast", seed=0)
+    kwargs.update({k: v for k, v in args.items() if k in ("module_name", "seed", "grid")})
+    monkeypatch.syspath_prepend(str(HEARMODS))
+    if "weights" in args:
+        monkeypatch.setattr(ev, "weights_identity", lambda model, path="": args["weights"])
+    if "suite" in args:  # the same task name in another suite: other clips
+        kwargs["tasks_dir"] = tmp_path / "other-suite"
+        scene_task(kwargs["tasks_dir"], n_clips=11)
+    before = (out / "results.json").read_bytes()
+    no_work(monkeypatch)
+    with pytest.raises(ev.UsageError) as info:
+        ev.evaluate(**kwargs)
+    message = str(info.value)
+    assert f"tasks/{TONES}.json was scored by another run" in message and words in message, message
+    assert "another --out" in message
+    assert (out / "results.json").read_bytes() == before  # nothing rewritten
+
+
+def test_embeddings_of_other_weights_are_never_reused(scored, tmp_path, monkeypatch):
+    """Before: with the task's score deleted, a run with other weights rescored tympan's v0
+    embeddings and labelled them with the new weights."""
+    tasks, out = scored
+    out = copy_of(out, tmp_path)
+    (out / "tasks" / f"{TONES}.json").unlink()
+    monkeypatch.setattr(ev, "weights_identity", lambda model, path="": "e" * 64)
+    no_work(monkeypatch)
+    with pytest.raises(ev.UsageError, match=f"embeddings/tympan/{TONES} holds embeddings of another run") as info:
+        ev.evaluate("tympan", tasks, out, grid="fast", seed=0)
+    assert "weights_sha256" in str(info.value)
+    provenance = json.loads((out / "embeddings" / "tympan" / TONES / "provenance.json").read_text())
+    assert provenance["weights_sha256"] == tympan.load_model().weights_sha256
+
+
+def test_each_result_records_what_produced_it(scored):
+    _, out = scored
+    entry = json.loads((out / "tasks" / f"{TONES}.json").read_text())
+    prov = entry["provenance"]
+    assert prov["module"] == "tympan" and prov["seed"] == 0 and prov["grid"] == "fast"
+    assert prov["weights_sha256"] == tympan.load_model().weights_sha256
+    assert len(prov["task_identity"]) == 64
+
+
+def test_results_without_provenance_are_refused(scored, tmp_path, monkeypatch):
+    tasks, out = scored
+    out = copy_of(out, tmp_path)
+    done = out / "tasks" / f"{TONES}.json"
+    entry = json.loads(done.read_text())
+    del entry["provenance"]
+    done.write_text(json.dumps(entry))
+    no_work(monkeypatch)
+    with pytest.raises(ev.UsageError, match="records no provenance"):
+        ev.evaluate("tympan", tasks, out, grid="fast", seed=0)
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one(scored, tmp_path, monkeypatch):
+    """Killed after the embeddings, before scoring: the rerun scores what is there and gets
+    the uninterrupted run's numbers."""
+    tasks, out = scored
+    fresh = tmp_path / "fresh"
+    real = ev.score_task
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ev, "score_task", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate("tympan", tasks, fresh, grid="fast", seed=0)
+    assert not (fresh / "tasks" / f"{TONES}.json").exists()
+    monkeypatch.setattr(ev, "score_task", real)
+    resumed = ev.evaluate("tympan", tasks, fresh, grid="fast", seed=0)["tasks"][TONES]
+    reference = json.loads((out / "tasks" / f"{TONES}.json").read_text())
+    assert resumed["scores"] == reference["scores"] and resumed["provenance"] == reference["provenance"]
+
+
+def write_wav(path, samples, rate=SR):
+    import soundfile as sf
+
+    sf.write(path, samples, rate, subtype="PCM_16")
+
+
+def break_empty_split(task):
+    (task / "valid.json").write_text("{}")
+    return "valid.json: files: none: split 'valid' is empty"
+
+
+def break_length(task):
+    write_wav(task / "16000" / "test" / "test-03.wav", np.zeros(SR, dtype=np.float32))
+    return "16000/test/test-03.wav: length: 16000 samples; sample_duration 0.5 s at 16000 Hz needs 8000"
+
+
+def break_channels(task):
+    write_wav(task / "16000" / "train" / "train-01.wav", np.zeros((SR // 2, 2), dtype=np.float32))
+    return "16000/train/train-01.wav: channels: 2; HEAR task audio is mono"
+
+
+def break_metric(task):
+    meta = json.loads((task / "task_metadata.json").read_text())
+    meta["evaluation"] = ["top1_acc", "top5_acc"]
+    (task / "task_metadata.json").write_text(json.dumps(meta))
+    return "task_metadata.json: evaluation: unknown metric 'top5_acc'"
+
+
+def break_stray_folder(task):
+    (task.parent / "keywords-v2-full").mkdir()
+    (task.parent / "keywords-v2-full" / "train.json").write_text("{}")
+    return "keywords-v2-full/task_metadata.json: file: missing: keywords-v2-full is not a HEAR task folder"
+
+
+@pytest.mark.parametrize("damage", [break_empty_split, break_length, break_channels, break_metric, break_stray_folder])
+def test_a_bad_task_stops_the_run_before_any_embedding(tmp_path, monkeypatch, capsys, damage):
+    """Before: IndexError after embedding (empty split), a numpy traceback naming no file
+    (length, channels), a failure after training (metric), a task silently left out (stray)."""
+    tasks = tmp_path / "tasks"
+    good = scene_task(tasks, "new_split_kfold")  # a good task beside the damaged one
+    words = damage(scene_task(tasks))
+    no_work(monkeypatch)
+    code = cli(["evaluate", "tympan", "--tasks", str(tasks), "--out", str(tmp_path / "out"), "--grid", "fast"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("tympan evaluate: error: ") and err.count("\n") == 1, err
+    assert words in err, err
+    assert not (tmp_path / "out" / "embeddings").exists()
+    assert good.is_dir()
+
+
+def test_usage_errors_are_one_line_with_exit_code_2(scored, tmp_path, capsys):
+    """Before: tracebacks (FileNotFoundError, FileExistsError, WeightsError)."""
+    tasks, _ = scored
+    out = str(tmp_path / "out")
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "bad.pt").write_bytes(b"not weights")
+    cases = [
+        (["--tasks", str(tmp_path / "nowhere"), "--out", out], f"--tasks {tmp_path / 'nowhere'}: no such folder"),
+        (["--tasks", str(tasks), "--out", str(tmp_path / "a-file")], f"--out {tmp_path / 'a-file'} is a file"),
+        (["--tasks", str(tasks), "--out", out, "--model", str(tmp_path / "bad.pt")], f"--model {tmp_path / 'bad.pt'}"),
+        (["--tasks", str(tasks), "--out", out, "--device", "no-such-device"], "--device 'no-such-device' cannot be used"),
+    ]
+    for args, words in cases:
+        assert cli(["evaluate", "tympan", *args, "--grid", "fast"]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("tympan evaluate: error: ") and err.count("\n") == 1 and words in err, err
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_in_evaluate_exits_130_and_resumes(scored, tmp_path, monkeypatch, capsys):
+    tasks, _ = scored
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ev, "embed_task", interrupted)
+    try:
+        code = cli(["evaluate", "tympan", "--tasks", str(tasks), "--out", str(tmp_path / "out"), "--grid", "fast"])
+    except KeyboardInterrupt:  # before: it escaped with a traceback (and would stop pytest)
+        pytest.fail("KeyboardInterrupt escaped tympan evaluate")
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "run the same command again to resume" in err and "Traceback" not in err
+
+
+def results_file(path, module="m", seed=0, score=0.5, grid="fast", tasks_dir="suite-a", identity=None, **extra):
+    scores = {"top1_acc": {"mean": score, "std": 0.0, "folds": {"test": score}}}
+    entry = {"primary_metric": "top1_acc", "scores": scores}
+    if identity:
+        entry["provenance"] = {"task_identity": identity}
+    run = {"module": module, "model_path": None, "weights_sha256": "a" * 64, "seed": seed, "grid": grid,
+           "event_grid": grid, "tasks_dir": tasks_dir, "tasks": {"t": entry}, **extra}
+    path.write_text(json.dumps(run))
+    return str(path)
+
+
+def test_report_refuses_the_same_run_twice(tmp_path, capsys):
+    """Before: one results file given twice was pooled as two seeds: '0.500 ± 0.000 (2)'."""
+    one = results_file(tmp_path / "r.json")
+    assert cli(["report", one, one, "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "are the same run" in err and "give each run once" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "rep").exists()
+    # A copy of the same run under another name is the same run too.
+    two = results_file(tmp_path / "copy.json")
+    assert cli(["report", one, two, "--out", str(tmp_path / "rep")]) == 2
+
+
+REPORT_UNLIKE = {
+    # second run's difference from results_file's defaults -> the two column labels
+    "module": (dict(module="n"), ["m", "n"]),
+    "weights": (dict(weights_sha256="b" * 64), ["m (aaaaaaaa)", "m (bbbbbbbb)"]),
+    "grid": (dict(grid="default"), ["m [grid fast]", "m [grid default]"]),
+    "suite (recorded identity)": (dict(tasks_dir="suite-a", identity="2" * 64), ["m #1", "m #2"]),
+    "suite (older results: by path)": (dict(tasks_dir="suite-b"), ["m [tasks suite-a]", "m [tasks suite-b]"]),
+}
+
+
+@pytest.mark.parametrize("change", list(REPORT_UNLIKE))
+def test_report_never_pools_unlike_runs(tmp_path, capsys, change):
+    """Before: the same module on two suites with the same task names (and the same runs at
+    two grids) were averaged as seeds: '0.500 ± 0.707 (2)'."""
+    diff, labels = REPORT_UNLIKE[change]
+    base = dict(identity="1" * 64) if "identity" in diff else {}
+    first = results_file(tmp_path / "a.json", score=0.0, **base)
+    second = results_file(tmp_path / "b.json", seed=1, score=1.0, **diff)
+    assert cli(["report", first, second, "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"| task | metric | {' | '.join(labels)} |" in md, md
+    assert "| t | top1_acc | 0.000 ± 0.000 (1) | 1.000 ± 0.000 (1) |" in md, md
+    if change in ("grid", "suite (recorded identity)", "suite (older results: by path)"):
+        assert "Not pooled as seeds of one run" in md and f"{second} (seed 1) is not pooled" in md
+        assert ("grid" in md.split("Not pooled")[1]) == (change == "grid")
+
+
+def test_report_pools_seeds_with_the_same_task_data(tmp_path):
+    first = results_file(tmp_path / "a.json", score=0.0, identity="1" * 64)
+    second = results_file(tmp_path / "b.json", seed=1, score=1.0, identity="1" * 64, tasks_dir="moved/suite-a")
+    assert cli(["report", first, second, "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| t | top1_acc | 0.500 ± 0.707 (2) |" in md and "Not pooled" not in md
+
+
+def test_report_refuses_foreign_files_and_a_file_as_out(tmp_path, capsys):
+    """Before: a results.json without scores gave a KeyError traceback."""
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps({"module": "m", "tasks": {"t": {"primary_metric": "top1_acc", "scores": {}}}}))
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(Path(results_file(tmp_path / "ok.json")).read_text()[:40])
+    for bad in (foreign, truncated):
+        assert cli(["report", str(bad), "--out", str(tmp_path / "rep")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tympan report: error: {bad} is not a results.json") and err.count("\n") == 1, err
+    (tmp_path / "a-file").write_text("x")
+    assert cli(["report", str(tmp_path / "ok.json"), "--out", str(tmp_path / "a-file")]) == 2
+    assert "--out" in capsys.readouterr().err

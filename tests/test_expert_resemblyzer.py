@@ -138,3 +138,28 @@ def test_convert_round_trip_and_load_from_a_path(tmp_path):
     torch.save({"weights": state}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not resemblyzer's checkpoint"):
         R.convert(tmp_path / "other.pt")
+
+
+def test_a_near_denormal_sound_embeds_like_the_same_sound_at_an_ordinary_level(model):
+    # The volume normalisation raises both to -30 dBFS. At 1e-40 (float32 denormals) the mel
+    # powers underflow float32 and the squared gain overflows it: 0 x inf gave NaN embeddings.
+    g = torch.Generator().manual_seed(3)
+    sound = torch.rand(1, 16000, generator=g) * 2 - 1
+    for quiet in (1e-40, 1e-20):
+        for hear in (R.get_scene_embeddings, lambda a, m: R.get_timestamp_embeddings(a, m)[0]):
+            got, expected = hear(sound * quiet, model), hear(sound * 1e-3, model)
+            assert torch.isfinite(got).all()
+            # 1e-40 keeps 16 of float32's 24 bits of precision: the input itself differs by 1e-5
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_a_sound_beyond_float32_powers_embeds_like_the_same_sound_at_2_to_the_40(model):
+    # Louder than SAFE_PEAK (2^40) the sound is lowered by a power of two to at most 2^40: its mel
+    # powers (up to 1e82) would overflow the float32 LSTM. Here the LSTM is saturated from 2^20 on.
+    g = torch.Generator().manual_seed(4)
+    sound = torch.rand(1, 16000, generator=g) * 2 - 1
+    at_2_40 = R.get_timestamp_embeddings(sound * 2.0**40, model)[0]
+    for exponent in (20, 64, 127):
+        loud = R.get_timestamp_embeddings(sound * 2.0**exponent, model)[0]
+        assert torch.equal(loud, at_2_40), exponent
+    assert R.volume_gain(sound[0] * 2.0**100) == 2.0**-60

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import struct
 import sys
 import types
 import zipfile
@@ -106,7 +107,7 @@ def test_load_file_rejects_truncated_and_foreign_files(tmp_path):
     torch.save({"w": torch.ones(1000)}, good)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(good.read_bytes()[:100])
-    with pytest.raises(WeightsError, match="not a converted expert weights file"):
+    with pytest.raises(WeightsError, match="cannot read expert weights file .* truncated or not a torch file"):
         cache.load_file(bad)
     torch.save({"w": [1, 2]}, tmp_path / "foreign.pt")
     with pytest.raises(WeightsError, match="state_dict of tensors"):
@@ -165,3 +166,120 @@ def test_experts_list_shows_licences_and_what_is_cached(tmp_path, capsys):
     rows = [line for line in out.splitlines()[2:] if line.strip()]
     assert len(rows) == sum(len(e.files) for e in EXPERTS.values()) and all(r.endswith("no") for r in rows)
     assert "MIT / CC BY 4.0" in out  # aisfx's model licence is shown
+
+
+# Every module tympan ships, as (HEAR module, load_model argument).
+SHIPPED = [
+    ("tympan", ""),
+    ("tympan.mfcc", ""),
+    ("tympan.experts.crepe", "tiny"),
+    ("tympan.experts.crepe", "full"),
+    ("tympan.experts.fcpe", ""),
+    ("tympan.experts.resemblyzer", ""),
+    ("tympan.experts.aisfx", ""),
+    ("tympan.experts.aisfx", "local"),
+    ("tympan.fusion", ""),
+]
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def _extreme_inputs() -> dict[str, torch.Tensor]:
+    """Finite audio of 0.3 s at the edges of float32: huge, denormal, zero, and mixed."""
+    g = torch.Generator().manual_seed(11)
+    noise = torch.rand(1, 4800, generator=g) * 2 - 1
+    tone = torch.sin(torch.arange(4800) * 2 * math.pi * 440 / 16000)[None]
+    even = torch.arange(4800) % 2 == 0
+    return {
+        "1e17": noise * 1e17,
+        "1e30 tone": tone * 1e30,
+        "float32 max": torch.where(noise >= 0, FLOAT32_MAX, -FLOAT32_MAX),
+        "denormal 1e-40": noise * 1e-40,
+        "smallest denormal": torch.full((1, 4800), 1e-45),
+        "zero": torch.zeros(1, 4800),
+        "huge and denormal interleaved": torch.where(even, noise * 3e38, noise * 1e-42),
+        "loud burst in silence": torch.cat([torch.zeros(1, 2400), noise[:, :2400] * 1e25], dim=1),
+    }
+
+
+@pytest.fixture(scope="module")
+def shipped_models():
+    models = {}
+
+    def get(name: str, arg: str):
+        if (name, arg) not in models:
+            module = __import__(name, fromlist=["load_model"])
+            try:
+                models[name, arg] = module, module.load_model(arg)
+            except cache.ExpertWeightsMissing as err:
+                pytest.skip(f"{name}: {err}")
+        return models[name, arg]
+
+    return get
+
+
+@pytest.mark.parametrize("name, arg", SHIPPED, ids=[f"{n}:{a}" if a else n for n, a in SHIPPED])
+def test_every_shipped_module_gives_finite_embeddings_for_every_finite_input(shipped_models, name, arg):
+    module, model = shipped_models(name, arg)
+    inputs = _extreme_inputs()
+    bad = []
+    for what, audio in inputs.items():
+        assert torch.isfinite(audio).all()
+        emb, ts = module.get_timestamp_embeddings(audio, model)
+        scene = module.get_scene_embeddings(audio, model)
+        if not (torch.isfinite(emb).all() and torch.isfinite(scene).all()):
+            n_emb, n_scene = int((~torch.isfinite(emb)).sum()), int((~torch.isfinite(scene)).sum())
+            bad.append(f"{what}: {n_emb} timestamp, {n_scene} scene")
+    # A batch mixing a quiet and a loud clip: each sound embeds as it does alone, and finitely.
+    batch = torch.cat([inputs["denormal 1e-40"], inputs["1e30 tone"], inputs["zero"]])
+    emb, _ = module.get_timestamp_embeddings(batch, model)
+    scene = module.get_scene_embeddings(batch, model)
+    if not (torch.isfinite(emb).all() and torch.isfinite(scene).all()):
+        bad.append("batch of quiet, loud and silent clips")
+    assert not bad, f"{name} {arg!r}: non-finite embeddings for " + "; ".join(bad)
+    alone, _ = module.get_timestamp_embeddings(batch[1:2], model)
+    assert torch.equal(alone[0], emb[1])
+
+
+def test_a_converted_expert_file_with_a_flipped_bit_is_a_weights_error(tmp_path):
+    """Before, cache.load_file returned the changed tensors: other weights, silently."""
+    source = cache.cache_dir() / "crepe-tiny.pt"
+    if not source.exists():
+        pytest.skip("crepe-tiny is not in the cache: run tympan experts fetch --expert crepe")
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        info = max(archive.infolist(), key=lambda i: i.compress_size)  # the largest tensor
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    data[info.header_offset + 30 + name_len + extra_len + info.compress_size // 2] ^= 0x10  # mid-tensor
+    path = tmp_path / "crepe-tiny.pt"
+    path.write_bytes(data)
+    with pytest.raises(WeightsError, match="CRC-32"):
+        cache.load_file(path)
+
+
+@pytest.mark.parametrize("name, arg", SHIPPED, ids=[f"{n}:{a}" if a else n for n, a in SHIPPED])
+def test_every_shipped_module_is_a_grid_model_with_its_checks(shipped_models, name, arg):
+    from tympan.model import GridModel
+
+    module, model = shipped_models(name, arg)
+    assert isinstance(model, GridModel) and model.sample_rate == 16000
+    with pytest.raises(ValueError, match="unsqueeze"):  # the input checks of audio.check_audio
+        module.get_timestamp_embeddings(torch.zeros(400), model)
+    with pytest.raises(ValueError, match=r"model.to\(audio.device\)"):
+        module.get_scene_embeddings(torch.zeros(1, 400, device="meta"), model)
+
+
+def test_grid_model_refuses_chunks_that_miss_frames():
+    from tympan.model import GridModel
+
+    class Short(GridModel):
+        timestamp_embedding_size = scene_embedding_size = 2
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("w", torch.ones(2))
+
+        def chunks(self, sound):
+            yield torch.zeros(1, 2)  # one frame, whatever the length
+
+    with pytest.raises(RuntimeError, match="Short.chunks gave 1 frames for 640 samples, not 3"):
+        Short().timestamp_embeddings(torch.zeros(1, 640))

@@ -11,12 +11,12 @@ from tympan import fusion
 from tympan.audio import n_frames
 from tympan.checksum import sha256_file
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel
+from tympan.model import GridModel
 from tympan.model import WeightsError
 from tympan.train.fusion import principal_axes
 
 
-class Ramp(ExpertModel):
+class Ramp(GridModel):
     """A fake block: frame k of a sound -> scale * (k + sum(sound)) in every one of `width` dims,
     yielded in chunks of `step` frames (so that blocks' chunks do not line up)."""
 
@@ -229,5 +229,88 @@ def test_default_fusion_and_its_packed_file_agree(tmp_path):
 def test_pack_command_names_bad_blocks(tmp_path, capsys):
     from tympan.cli import main
 
-    assert main(["experts", "pack", "--out", str(tmp_path / "f.pt"), "--blocks", "v0,nope"]) == 1
+    assert main(["experts", "pack", "--out", str(tmp_path / "f.pt"), "--blocks", "v0,nope"]) == 2
     assert "distinct names among" in capsys.readouterr().err and not (tmp_path / "f.pt").exists()
+
+
+def _same(a, b) -> bool:
+    """Deep equality of loaded payloads: types, keys, values, tensors bitwise with their dtypes."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+@pytest.fixture(scope="module")
+def small_pack(tmp_path_factory):
+    """A packed fusion of v0 and crepe (tiny): 2 MB, the same format as the default's."""
+    if not (cache.cache_dir() / "crepe-tiny.pt").exists():
+        pytest.skip("crepe-tiny is not in the cache: run tympan experts fetch --expert crepe")
+    path = tmp_path_factory.mktemp("pack") / "small.pt"
+    fusion.pack(path, blocks=["v0", "crepe"])
+    return path
+
+
+def test_fuzz_flipped_bits_in_a_packed_fusion_raise_weights_error_or_change_nothing(small_pack, tmp_path):
+    """Seeded bit flips in the pickled metadata, in the tensors and in the zip's own records: a flip
+    in any member's name or contents raises WeightsError naming the file (before: KeyError, or the
+    scaling constants silently changed); one elsewhere may load only the very same payload and model."""
+    import io
+    import random
+    import struct
+    import zipfile
+
+    data = small_pack.read_bytes()
+    original = torch.load(small_pack, map_location="cpu", weights_only=True)
+    model = fusion.load_model(str(small_pack))
+    members, pickles = set(), set()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for info in archive.infolist():
+            start = info.header_offset + 30
+            name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : start])
+            body = range(start + name_len + extra_len, start + name_len + extra_len + info.compress_size)
+            members.update(range(start, start + name_len), body)
+            if info.filename.endswith("data.pkl"):
+                pickles.update(body)
+    others = sorted(set(range(len(data))) - members)
+    rng = random.Random(7)
+    positions = (
+        rng.sample(sorted(pickles), 150) + rng.sample(sorted(members - pickles), 150) + rng.sample(others, 150)
+    )
+    path = tmp_path / "flipped.pt"
+    errors = 0
+    for position in positions:
+        damaged = bytearray(data)
+        damaged[position] ^= 1 << rng.randrange(8)
+        path.write_bytes(damaged)
+        try:
+            loaded = fusion.load_model(str(path))
+        except WeightsError as err:
+            assert str(path) in str(err), err
+            errors += 1
+            continue
+        assert position not in members, f"flip at byte {position}, inside a member, loaded"
+        assert _same(torch.load(path, map_location="cpu", weights_only=True), original)
+        assert _same(loaded.state_dict(), model.state_dict())
+    assert errors >= 300
+
+
+def test_truncated_or_incomplete_packed_fusion_raises_weights_error(small_pack, tmp_path):
+    data = small_pack.read_bytes()
+    path = tmp_path / "cut.pt"
+    for length in [0, 10, 100, *range(1000, len(data), len(data) // 40), len(data) - 1]:
+        path.write_bytes(data[:length])
+        with pytest.raises(WeightsError, match="cut.pt"):
+            fusion.load_model(str(path))
+    payload = torch.load(small_pack, weights_only=True)
+    for key in ("stats", "states", "blocks"):
+        torch.save({k: v for k, v in payload.items() if k != key}, path)
+        with pytest.raises(WeightsError, match="cut.pt"):  # was KeyError
+            fusion.load_model(str(path))
+    payload["stats"]["blocks"]["crepe"]["timestamp"] = (torch.zeros(3), torch.ones(3))
+    torch.save(payload, path)
+    with pytest.raises(WeightsError, match="cut.pt"):
+        fusion.load_model(str(path))

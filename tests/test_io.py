@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tympan.io import AudioReadError, atomic_save_npz, find_audio, probe_duration, read_audio
+from tympan.io import AudioReadError, atomic_save_npz, find_audio, probe_audio, read_audio
 
 
 def sine(freq: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
@@ -84,13 +85,13 @@ def test_missing_cli_extra_says_how_to_install(tmp_path, monkeypatch):
         read_audio(tmp_path / "any.wav", 16000)
 
 
-def test_probe_duration_reads_the_header_and_never_raises(tmp_path):
+def test_probe_audio_reads_the_header_and_never_raises(tmp_path):
     good, bad = tmp_path / "good.flac", tmp_path / "bad.wav"
     sf.write(good, np.zeros(22050, np.float32), 44100)
     bad.write_bytes(b"not audio")
 
-    assert probe_duration(good) == pytest.approx(0.5)
-    assert probe_duration(bad) is None
+    assert probe_audio(good) == (44100, 22050)
+    assert probe_audio(bad) is None
 
 
 def test_find_audio_recurses_filters_by_extension_and_sorts(tmp_path):
@@ -148,3 +149,38 @@ def test_atomic_save_npz_failing_mid_write_keeps_the_old_file_and_no_temporary(t
 
     assert [p.name for p in tmp_path.iterdir()] == ["x.npz"]
     assert path.read_bytes() == before
+
+
+def test_find_audio_lists_fifos_and_broken_links_and_read_audio_names_them_without_opening(tmp_path):
+    """Issue 11.8: such entries were dropped by find_audio, and read_audio opened a FIFO (a hang)."""
+    import os
+    import signal
+
+    root = tmp_path / "data"
+    root.mkdir()
+    os.mkfifo(root / "pipe.wav")
+    (root / "broken.flac").symlink_to(root / "gone.flac")
+    (root / "loop.wav").symlink_to(root / "loop.wav")
+    (root / "sub.wav").mkdir()  # a folder is still not listed
+
+    assert [rel.as_posix() for _, rel in find_audio([root])] == ["broken.flac", "loop.wav", "pipe.wav"]
+    assert find_audio([root / "broken.flac"]) == [(root, Path("broken.flac"))]  # named: taken as given
+
+    def hung(signum, frame):
+        raise TimeoutError("read_audio opened the FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        reasons = {}
+        for name in ["pipe.wav", "broken.flac", "loop.wav"]:
+            with pytest.raises(AudioReadError) as info:
+                read_audio(root / name, 16000)
+            reasons[name] = info.value.reason
+        assert probe_audio(root / "pipe.wav") is None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert reasons["pipe.wav"] == "a FIFO (named pipe), not a regular file (not opened)"
+    assert reasons["broken.flac"] == f"a broken symbolic link (its target {root / 'gone.flac'} does not exist)"
+    assert reasons["loop.wav"].startswith("a symbolic link loop")

@@ -174,7 +174,8 @@ def test_results_of_two_suites_are_marked(tmp_path):
     b = make_run(tmp_path, "modb", 0.6, 0.5, suite="full")
     code, page, text = run_report(tmp_path, a, b)
     assert code == 0 and "mixed-suites" in page.ids
-    assert "Results from 2 different suites:</strong> tasks-full (manifest not recorded); tasks-tiny" in text
+    assert (f"Results on different data for 2 task(s)</strong> ({EVENTS}, {SCENE}; "
+            "suites: tasks-full (not recorded); tasks-tiny (not recorded))") in text
 
 
 def test_bench_rows_from_the_benchmark_output(tmp_path, capsys):

@@ -488,3 +488,32 @@ def test_fold_rotation():
 def test_sort_labels_follows_hear_preprocess():
     assert sort_labels(["100", "9", "10", "9"]) == ["9", "10", "100"]
     assert sort_labels(["b", "a", "B", "10", "9"]) == ["10", "9", "B", "a", "b"]
+
+
+def test_task_identity_follows_the_data_not_the_place(tmp_path):
+    import shutil
+
+    from tympan.kit.tasks import task_identity
+
+    task = scene_task()
+    folder = write_task(task, noise_for(task, seconds=0.05), tmp_path / "a")
+    identity = task_identity(read_task(folder), 16000)
+    moved = Path(shutil.copytree(folder, tmp_path / "b" / folder.name))
+    assert task_identity(read_task(moved), 16000) == identity
+    (moved / "test.json").write_text(json.dumps({"e.wav": ["moo"], "f.wav": ["moo"]}))  # a relabelled clip
+    assert task_identity(read_task(moved), 16000) != identity
+    shutil.rmtree(moved)
+    moved = Path(shutil.copytree(folder, moved))
+    sf.write(moved / "16000" / "train" / "a.wav", np.zeros(123), 16000, subtype="PCM_16")  # another clip
+    assert task_identity(read_task(moved), 16000) != identity
+
+
+def test_list_tasks_strict_names_a_folder_that_is_not_a_task(tmp_path):
+    scene = scene_task()
+    write_task(scene, noise_for(scene, seconds=0.05), tmp_path)
+    (tmp_path / ".toy.tmp-1234").mkdir()  # a build's temporary folder is never a task
+    assert list_tasks(tmp_path, strict=True) == [tmp_path / "toy_scene-v1-full"]
+    (tmp_path / "notes").mkdir()
+    assert list_tasks(tmp_path) == [tmp_path / "toy_scene-v1-full"]
+    with pytest.raises(TaskFormatError, match="notes/task_metadata.json: file: missing: notes is not a HEAR task"):
+        list_tasks(tmp_path, strict=True)

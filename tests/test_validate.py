@@ -66,6 +66,9 @@ BROKEN = [
     ("hearmod_hop100", "hop_size", "the hop is 100 ms"),
     ("hearmod_irregular", "hop_regular", "deviate from the mean hop 25 ms by up to 3 ms"),
     ("hearmod_batch_dependent", "batch_independence", "depends on the other sounds in its batch"),
+    # Before (a target sound that was the loudest of a batch of 3), both passed every check.
+    ("hearmod_batch_peak", "batch_independence", "depends on the other sounds in its batch"),
+    ("hearmod_batch_size_path", "batch_independence", "of a batch of 16 differ by up to"),
     ("hearmod_random", "determinism", "two calls on the same 2 x 2 s input differ"),
     ("hearmod_crash_short", "short_clips", "shorter than the 800-sample window"),
     ("hearmod_no_scene", "api", "lacks get_scene_embeddings"),
@@ -174,3 +177,62 @@ def test_cli_json_failure(capsys):
 def test_tympan_itself_passes():
     report = validate("tympan", long_minutes=0.1)
     assert report.passed, report.text()
+
+
+def test_tympan_is_batch_independent_over_random_batches(model):
+    """Property: for random batches (sizes 1-16, lengths 1 sample to 1.3 s, peaks 1e-4 to 10,
+    noise, tones or silence, seeded), every sound's embeddings, timestamps and scene
+    embedding inside the batch equal those of the sound alone, bitwise (README's promise)."""
+    import numpy as np
+    import torch
+
+    import tympan
+
+    rng = np.random.default_rng(11)
+    sizes_seen = set()
+    for trial in range(8):
+        size = int(rng.integers(1, 17)) if trial else 16
+        sizes_seen.add(size)
+        n = int(rng.choice([1, 319, 320, 321, int(rng.integers(2, 21000))]))
+        sounds = []
+        for _ in range(size):
+            kind = rng.choice(["noise", "tone", "silence"], p=[0.5, 0.4, 0.1])
+            peak = 10 ** rng.uniform(-4, 1)
+            if kind == "noise":
+                x = rng.uniform(-1, 1, n)
+            elif kind == "tone":
+                x = np.sin(2 * np.pi * rng.uniform(50, 7000) * np.arange(n) / 16000 + rng.uniform(0, 6))
+            else:
+                x = np.zeros(n)
+            sounds.append(torch.from_numpy((peak * x).astype(np.float32)))
+        batch = torch.stack(sounds)
+        emb, ts = tympan.get_timestamp_embeddings(batch, model)
+        scene = tympan.get_scene_embeddings(batch, model)
+        for i, sound in enumerate(sounds):
+            e1, t1 = tympan.get_timestamp_embeddings(sound[None], model)
+            s1 = tympan.get_scene_embeddings(sound[None], model)
+            where = f"trial {trial}: sound {i} of a batch of {size} x {n} samples"
+            assert torch.equal(emb[i : i + 1], e1) and torch.equal(ts[i : i + 1], t1), where
+            assert torch.equal(scene[i : i + 1], s1), where
+    assert 16 in sizes_seen and len(sizes_seen) > 3
+
+
+def test_cli_unusable_device_is_a_usage_error_and_ctrl_c_exits_130(capsys, monkeypatch):
+    """Before: an unusable --device gave exit code 1 (the code of a failed module) and a
+    report of skipped checks; Ctrl-C escaped as a KeyboardInterrupt traceback."""
+    assert cli.main(["validate", "hearmod_good", "--device", "no-such-device", "--long-minutes", "0"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("tympan validate: error: cannot use device 'no-such-device'")
+    assert captured.err.count("\n") == 1 and captured.out == ""
+
+    from tympan.kit import validate as validate_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(validate_module._Validator, "check_official_inputs", interrupted)
+    try:
+        code = cli.main(["validate", "hearmod_good", "--long-minutes", "0"])
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped tympan validate")
+    assert code == 130 and "interrupted" in capsys.readouterr().err

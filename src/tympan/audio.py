@@ -62,6 +62,10 @@ FEATURE_BLOCKS = (
 N_FEATURES = sum(size for _, size in FEATURE_BLOCKS)  # 301
 
 CHUNK_FRAMES = 3000  # frames per internal chunk (60 s): bounds memory for long clips
+# Largest peak magnitude analysed in float32. Squared spectra reach about 3e8 x peak^2 (the
+# periodicity's 2048-point FFT of a 1024-sample window), which overflows float32 (3.4e38) from
+# a peak of about 1e15; 2^40 (1.1e12, 220 dB above full scale) leaves a margin of 1000.
+SAFE_PEAK = 2.0**40
 
 
 def n_frames(n_samples: int) -> int:
@@ -124,6 +128,18 @@ def check_audio(audio) -> torch.Tensor:
             "replace them (e.g. torch.nan_to_num) or drop those sounds"
         )
     return audio.to(torch.float32)
+
+
+def widened(sound: torch.Tensor) -> torch.Tensor:
+    """sound (n_samples,) float32 -> the same sound in float64 when its peak magnitude exceeds
+    SAFE_PEAK, else the sound itself (no copy).
+
+    Legal audio may reach float32's limit (3.4e38), whose energies overflow float32; analysed in
+    float64 they stay finite (float64 holds up to 1.8e308). One decision per sound, from its own
+    samples only, so an ordinary sound is computed exactly as before and never depends on its batch.
+    """
+    low, high = torch.aminmax(sound)  # no |sound| copy: bounded memory on 20-minute clips
+    return sound.double() if max(-float(low), float(high)) > SAFE_PEAK else sound
 
 
 @lru_cache(maxsize=None)
@@ -218,25 +234,28 @@ class FrontEnd(torch.nn.Module):
     def chunks(self, audio: torch.Tensor):
         """Yield (first_frame, features (n, N_FEATURES)) over a sound, chunk by chunk.
 
-        audio: (n_samples,) float32. The chunks cover frames 0 .. n_frames(n_samples)-1 in order.
+        audio: (n_samples,) float32. The chunks cover frames 0 .. n_frames(n_samples)-1 in order;
+        features are float32 (computed in float64 for a sound louder than SAFE_PEAK: widened()).
         """
         total = n_frames(audio.shape[0])
         pad = MAX_WIN // 2 + MARGIN * HOP
         # Zero padding on both sides: frames past the clip see silence, as the grid says.
-        padded = torch.nn.functional.pad(audio, (pad, pad))
+        padded = torch.nn.functional.pad(widened(audio), (pad, pad))
         for k0 in range(0, total, CHUNK_FRAMES):
             k1 = min(total, k0 + CHUNK_FRAMES)
             # frames k0-MARGIN .. k1+MARGIN-1 of the clip, i.e. j = 0 .. n_ext-1 here
             n_ext = k1 - k0 + 2 * MARGIN
             seg = padded[k0 * HOP : k0 * HOP + (n_ext - 1) * HOP + MAX_WIN]
-            yield k0, self._features(seg, n_ext)
+            yield k0, self._features(seg, n_ext).to(torch.float32)
 
     def _features(self, seg: torch.Tensor, n_ext: int) -> torch.Tensor:
-        """seg: samples covering n_ext frames -> features of the central n_ext - 2*MARGIN frames."""
+        """seg: samples covering n_ext frames -> features of the central n_ext - 2*MARGIN frames,
+        in seg's dtype (float32, or float64 for a widened sound)."""
+        dt = seg.dtype
         # Short window: log-mel, onsets, context.
         fr = _frames(seg, MEL_WIN, n_ext) * self.hann_mel
         power = torch.fft.rfft(fr, n=MEL_NFFT).abs().square() / (self.hann_mel.sum() ** 2 / 4)
-        logmel = torch.log10(power @ self.mel_fb + POWER_FLOOR)  # (n_ext, N_MELS)
+        logmel = torch.log10(power @ self.mel_fb.to(dt) + POWER_FLOOR)  # (n_ext, N_MELS)
         core = slice(MARGIN, n_ext - MARGIN)
         rise = torch.relu(logmel[1:] - logmel[:-1])[MARGIN - 1 : n_ext - MARGIN - 1]
         groups = rise.reshape(rise.shape[0], N_ONSET_GROUPS, -1).mean(dim=2)
@@ -248,7 +267,7 @@ class FrontEnd(torch.nn.Module):
         # Long window: semitone spectrum and chroma.
         fr = _frames(core_seg, SEMI_WIN, n) * self.hann_semi
         power = torch.fft.rfft(fr).abs().square() / (self.hann_semi.sum() ** 2 / 4)
-        semi_power = power @ self.semi_fb  # (n, N_SEMITONES)
+        semi_power = power @ self.semi_fb.to(dt)  # (n, N_SEMITONES)
         semitone = torch.log10(semi_power + POWER_FLOOR)
         pc = semi_power.reshape(n, N_SEMITONES // 12, 12).sum(dim=1)
         chroma = pc / (pc.sum(dim=1, keepdim=True) + POWER_FLOOR)
@@ -258,7 +277,7 @@ class FrontEnd(torch.nn.Module):
         ac = torch.fft.irfft(spec, n=2 * PERIOD_WIN)[:, :PERIOD_WIN]
         energy = ac[:, :1]
         # Silence has no period: its normalised autocorrelation is defined as 0.
-        periodicity = (ac @ self.lag_interp) / (energy + POWER_FLOOR * PERIOD_WIN) / self.win_ac
+        periodicity = (ac @ self.lag_interp.to(dt)) / (energy + POWER_FLOOR * PERIOD_WIN) / self.win_ac
 
         return torch.cat([logmel[core], semitone, chroma, periodicity, onset, context], dim=1)
 

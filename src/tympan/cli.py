@@ -1,7 +1,8 @@
 """The `tympan` command line: `tympan embed | validate | evaluate | report | tasks build | experts`.
 
-Each subcommand's work lives in its own kit module; this file only declares arguments
-and dispatches, so that `tympan --help` works without importing torch.
+Each subcommand's work lives in its own module; this file declares the arguments and does
+every dispatch (embed: npz or Parquet, local or Ray engine; experts pack: tympan.fusion), so
+that `tympan --help` works without importing torch and no lower layer imports a higher one.
 """
 
 from __future__ import annotations
@@ -132,6 +133,24 @@ def _parser() -> argparse.ArgumentParser:
     xp.add_argument("--dir", default=None, help="cache folder to read the experts from")
     xp.add_argument("--blocks", default=None,
                     help="comma-separated fusion blocks, e.g. v0,crepe,fcpe (default: tympan.fusion.DEFAULT_BLOCKS)")
+
+    tr = sub.add_parser("train", help="build what tympan's own encoder trains on")
+    trsub = tr.add_subparsers(dest="train_command", required=True)
+    td = trsub.add_parser(
+        "data",
+        help="generate training audio (clean and augmented) with exact per-frame labels",
+        description="Generate 16 kHz training clips from the offline suite's train sources only, clean and "
+        "augmented, with labels on the 20 ms grid and a SHA-256 manifest; deterministic, resumable, and "
+        "refusing any source group the suite holds out (docs/training-data.md).",
+    )
+    td.add_argument("--out", required=True, help="output folder (a rerun with the same settings resumes it)")
+    td.add_argument("--hours", type=float, required=True, help="hours of clips in all (e.g. 1, or 0.05 to try)")
+    td.add_argument("--seed", type=int, default=0, help="seed of every draw (default: 0)")
+    td.add_argument("--kinds", default="speech,music,events,noise,mix",
+                    help="comma-separated kinds to make (default: speech,music,events,noise,mix)")
+    td.add_argument("--suite", default=None,
+                    help="a built task suite (tympan tasks build --out DIR): also refuse every source group "
+                    "its valid and test files use")
     return parser
 
 
@@ -142,26 +161,77 @@ def main(argv: list[str] | None = None) -> int:
 
         return validate.main(args)
     if args.command == "embed":
-        from tympan.kit import embed
-
-        return embed.main(args)
+        return _embed(args)
     if args.command == "evaluate":
         from tympan.kit import evaluate
 
         return evaluate.main(args)
     if args.command == "report":
-        from tympan.kit import report
+        from tympan.kit import report_html
 
-        return report.main(args)
+        return report_html.main(args)
     if args.command == "tasks":
         from tympan.suite import build
 
         return build.main(args)
     if args.command == "experts":
+        if args.experts_command == "pack":
+            return _experts_pack(args)
         from tympan.experts import cache
 
         return cache.main(args)
+    if args.command == "train":
+        from tympan.train import data
+
+        return data.main(args)
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _embed(args: argparse.Namespace) -> int:
+    """`tympan embed`: .npz files (the default) or Parquet shards (--format parquet, or --engine
+    ray), the latter with the local or the Ray engine. One pipeline (tympan.corpus.units).
+    Ctrl-C exits with 130 wherever it comes (the writers commit or keep what is done first); a
+    missing optional package is one line and exit code 2."""
+    try:
+        if (args.format or ("parquet" if args.engine == "ray" else "npz")) == "npz":
+            from tympan.corpus import npz
+
+            return npz.main(args)
+        try:
+            from tympan.corpus import driver
+        except ImportError as e:
+            if e.name != "pyarrow":
+                raise
+            raise ImportError('--format parquet needs pyarrow: pip install "tympan[parquet]"') from None
+
+        if args.engine == "ray":
+            from tympan.corpus.ray_engine import RayEngine as engine
+        else:
+            from tympan.corpus.local import LocalEngine as engine
+        return driver.main(args, engine)
+    except KeyboardInterrupt:  # while listing, loading the model or probing: nothing written yet
+        print("tympan embed: interrupted; run the same command again to finish", file=sys.stderr)
+        return 130
+    except ImportError as e:  # an optional package (tympan.io.require_extra says which extra has it)
+        print(f"tympan embed: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _experts_pack(args: argparse.Namespace) -> int:
+    """`tympan experts pack`: tympan.fusion.pack with the experts from the cache."""
+    from tympan import fusion
+    from tympan.experts.cache import ExpertWeightsMissing
+    from tympan.model import WeightsError
+
+    blocks = args.blocks.split(",") if args.blocks else None
+    try:
+        digest = fusion.pack(args.out, args.dir, blocks)
+    except (ExpertWeightsMissing, WeightsError, ValueError) as err:
+        # Bad --blocks, or weights missing from the cache: usage and environment errors.
+        print(f"tympan experts pack: error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} (sha256 {digest})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,36 +17,24 @@ block b is multiplied by one number, sqrt(D / n) / sigma_b, where sigma_b^2 is t
 total variance on that audio (the sum of its dimensions' variances), n the number of blocks
 and D their total width. On the calibration audio every block therefore has the same total
 variance, D / n, whether it has 256 or 1024 dimensions, and the whole embedding unit
-variance per dimension on average (the downstream MLP's fixed learning rates assume inputs
-of about unit scale: blocks scaled to a total variance of 1 learned more slowly, pitch_acc
-0.812 against 0.830). Within a block the dimensions keep the expert's own relative scales.
-A first version standardised every dimension instead, which gives each of the fusion's
-thousands of dimensions the same variance, so that dimensions an expert barely uses weigh as
-much as its main ones (on the pitch task's training clips fcpe's 5 largest dimensions hold
-21 % of its block's variance when the block is scaled whole, 2 % when standardised); on the
-offline suite it scored 2-5 points lower on music-speech and pitch, same blocks and seeds
-(docs/experts.md). The constants are computed by `python -m tympan.train.fusion` into
-weights/fusion-v0.pt (shipped; CC BY 4.0), which also records the SHA-256 of every expert
-state_dict they were measured with: loading them beside other weights is an error.
+variance per dimension on average: the downstream MLP's fixed learning rates assume inputs
+of about unit scale. Within a block the dimensions keep the expert's own relative scales, so
+that dimensions an expert barely uses do not weigh as much as its main ones (as they would if
+every dimension were standardised). The constants are computed by `python -m
+tympan.train.fusion` into weights/fusion-v0.pt (shipped; CC BY 4.0), which also records the
+SHA-256 of every expert state_dict they were measured with: loading them beside other
+weights is an error. docs/experts.md has the measurements behind these choices.
 
 Reduced blocks (Block.rank > 0): a block's timestamp frames can be reduced to their first
 `rank` principal axes on the same calibration audio (centred, projected on the axes, then
 scaled whole like any block; the axes are measured with the other constants). Its scene
 embedding is not reduced.
 
-DEFAULT_BLOCKS (v0, crepe, fcpe, aisfx-local-pc32) was chosen on the full offline suite
-(docs/experts.md). Adding resemblyzer's block lowered pitch accuracy (0.883 against 0.909,
-three seeds) without raising music-speech, so it is optional (the block "resemblyzer").
-Without aisfx, instrument family accuracy fell far below aisfx's own. aisfx's HEAR
-timestamps (a 2.35 s block every 220 ms) cost note-onset F-measure, so the fusion reads aisfx
-locally ("aisfx-local": the network's last feature map, a 186 ms column per frame, in one
-pass over the clip, about a ninth of the cost); its scene embedding is aisfx's own. With all
-512 of that view's dimensions the fusion still fell short of v0 on note onsets, whose test
-clips are rendered with other soundfonts than its training clips: aisfx's dimensions describe
-the source and its timbre, and let the downstream model fit the training soundfonts (without
-aisfx's timestamps onsets rose well above v0, but sound events fell far below aisfx's). Its
-first 32 principal axes ("aisfx-local-pc32") keep sound events and give onsets back; 8 axes
-lost sound events again. The full blocks "aisfx" and "aisfx-local" remain available.
+DEFAULT_BLOCKS (v0, crepe, fcpe, aisfx-local-pc32) was chosen on the full offline suite; the
+other blocks stay available (docs/experts.md compares them). "aisfx-local" reads aisfx
+locally (the network's last feature map, a 186 ms column per frame, in one pass over the
+clip) instead of aisfx's HEAR timestamps (a 2.35 s block every 220 ms); its scene embedding
+is aisfx's own. The default keeps that view's first 32 principal axes in the timestamps.
 """
 
 from __future__ import annotations
@@ -60,10 +48,9 @@ from pathlib import Path
 import torch
 
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel
 from tympan.io import atomic_write
 from tympan.checksum import sha256_file, state_dict_sha256
-from tympan.model import DEFAULT_WEIGHTS, WeightsError, load_weights, pool_mean_std
+from tympan.model import DEFAULT_WEIGHTS, GridModel, WeightsError, load_weights, pool_mean_std, verify_archive
 
 __all__ = ["BLOCKS", "Fusion", "get_scene_embeddings", "get_timestamp_embeddings", "load_model", "pack"]
 
@@ -71,6 +58,7 @@ STATS_FILE = Path(__file__).parent / "weights" / "fusion-v0.pt"
 STATS_FORMAT = "tympan-fusion-stats/1"
 PACK_FORMAT = "tympan-fusion/1"
 STD_FLOOR = 1e-3  # as train/v0.py: a block that barely moves is not amplified into noise
+SALIENCE_BINS = 360  # the pitch experts' salience (crepe.PITCH_BINS, fcpe's 360 bins)
 
 
 @dataclass(frozen=True)
@@ -91,6 +79,8 @@ class WithSalience(torch.nn.Module):
     def __init__(self, expert: torch.nn.Module):
         super().__init__()
         self.expert = expert
+        self.timestamp_embedding_size = expert.timestamp_embedding_size + SALIENCE_BINS
+        self.scene_embedding_size = 2 * self.timestamp_embedding_size
 
     def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
         for emb, sal in self.expert.chunks(sound, salience=True):
@@ -171,7 +161,7 @@ def _zip_chunks(streams: list[Iterator[torch.Tensor]]) -> Iterator[list[torch.Te
         pending = [p[m:] for p in pending]
 
 
-class Fusion(ExpertModel):
+class Fusion(GridModel):
     """The fused HEAR model. blocks: name -> module; stats: per block "timestamp"/"scene"
     (mean, std) per dimension, and for a reduced block "axes": (axes (D, rank), std (rank,)),
     its timestamp frames' principal axes and their standard deviations."""
@@ -202,9 +192,6 @@ class Fusion(ExpertModel):
     def _stat(self, kind: str, what: str, name: str) -> torch.Tensor:
         return getattr(self, f"{kind}_{what}_{name.replace('-', '_')}")
 
-    def _device(self) -> torch.device:
-        return self._stat("timestamp", "mean", self.names[0]).device
-
     def _scaled(self, kind: str, name: str, x: torch.Tensor) -> torch.Tensor:
         x = x - self._stat(kind, "mean", name)
         if kind == "timestamp" and name in self.reduced:
@@ -229,7 +216,13 @@ def _check_blocks(names) -> list[str]:
 
 
 def read_stats(path: str | os.PathLike = STATS_FILE) -> dict:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    """The scaling constants written by `python -m tympan.train.fusion` (checked: verify_archive)."""
+    rebuild = "rebuild it: python -m tympan.train.fusion"
+    verify_archive(path, rebuild, "fusion statistics file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged files
+        raise WeightsError(f"cannot read {str(path)!r} ({type(exc).__name__}: {exc}); {rebuild}") from exc
     if not isinstance(payload, dict) or payload.get("format") != STATS_FORMAT:
         raise WeightsError(
             f"{path} is not a fusion statistics file ({STATS_FORMAT}); rebuild it: python -m tympan.train.fusion"
@@ -254,7 +247,29 @@ def _build(names: list[str], states: dict[str, dict[str, torch.Tensor]], stats: 
                     f"{want[:16]}...; fetch the pinned weights again (tympan experts fetch) or rebuild the constants"
                 )
     blocks = {name: BLOCKS[name].build(states) for name in names}
+    for name, block in blocks.items():
+        _check_widths(name, block, stats["blocks"][name])
     return Fusion(blocks, {name: stats["blocks"][name] for name in names}).eval()
+
+
+def _check_widths(name: str, block: torch.nn.Module, stats: dict) -> None:
+    """The block's scaling constants fit what its module yields: (mean, std) of timestamp_embedding_size
+    and of scene_embedding_size, and a reduced block's axes (timestamp_embedding_size, rank)."""
+    expected = {
+        "timestamp": [(block.timestamp_embedding_size,)] * 2,
+        "scene": [(block.scene_embedding_size,)] * 2,
+    }
+    if BLOCKS[name].rank:
+        expected["axes"] = [(block.timestamp_embedding_size, BLOCKS[name].rank), (BLOCKS[name].rank,)]
+    got = {
+        kind: [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in stats.get(kind, ())]
+        for kind in expected
+    }
+    if got != expected:
+        raise WeightsError(
+            f"the scaling constants of block {name!r} have shapes {got}, but its module needs {expected}; "
+            "rebuild them: python -m tympan.train.fusion"
+        )
 
 
 def load_model(model_file_path: str = "") -> Fusion:
@@ -268,17 +283,22 @@ def load_model(model_file_path: str = "") -> Fusion:
     path = Path(model_file_path)
     if not path.is_file():
         raise WeightsError(f"fusion file not found: {str(path)!r}; write one with `tympan experts pack --out FILE`")
+    again = "write it again with tympan experts pack"
+    verify_archive(path, again, "fusion file")  # a flipped bit anywhere in its contents fails a CRC-32
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated files
-        raise WeightsError(
-            f"cannot read {str(path)!r} ({type(exc).__name__}); write it again with tympan experts pack"
-        ) from exc
+        raise WeightsError(f"cannot read {str(path)!r} ({type(exc).__name__}); {again}") from exc
     if not isinstance(payload, dict) or payload.get("format") != PACK_FORMAT:
         raise WeightsError(
             f"{str(path)!r} is not a packed fusion file ({PACK_FORMAT}); write one with tympan experts pack"
         )
-    return _build(_check_blocks(payload["blocks"]), payload["states"], payload["stats"])
+    try:
+        return _build(_check_blocks(payload["blocks"]), payload["states"], payload["stats"])
+    except Exception as exc:  # missing fields, wrong types or shapes: the file's contents do not build a fusion
+        named = isinstance(exc, WeightsError | ValueError) and exc.args
+        detail = " ".join(str(exc.args[0] if named else f"{type(exc).__name__}: {exc}").split())  # one line
+        raise WeightsError(f"{str(path)!r} does not hold a usable fusion ({detail}); {again}") from exc
 
 
 def pack(out: str | os.PathLike, directory: str | os.PathLike | None = None, blocks=None) -> str:

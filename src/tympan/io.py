@@ -1,9 +1,13 @@
-"""Audio files in, .npz files out: the file I/O the kit tools share.
+"""File I/O on the ground floor: listing and reading audio files, atomic writes of files,
+.npz and JSON. Imports nothing of tympan (every other layer may import it).
 
 Why a module of its own: a HEAR module takes mono float audio at one fixed rate, while
 files on disk come in any format, channel count and rate. `read_audio` turns any of them
 into what the model takes, with one decoder (libsndfile, through soundfile) and one
 resampler (soxr), so the embedder, the validator and the evaluator all see the same samples.
+Inputs are checked before they are opened: a FIFO, a socket or a device is never opened
+(reading a FIFO would wait for a writer forever), and a broken or looping symbolic link is
+named as such (`not_a_file`).
 
 Resampling uses soxr's "HQ" recipe (20-bit precision, about 120 dB of stopband
 attenuation, linear phase): far below anything an embedding resolves, and faster than
@@ -16,10 +20,12 @@ MP3 needs libsndfile >= 1.1, which the soundfile >= 0.12 wheels bundle.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -61,11 +67,14 @@ def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     resamples with soxr when the file's rate differs from `sample_rate` (Hz).
     Returns float32, shape (n_samples,), n_samples = round(duration * sample_rate);
     values are the file's, not normalised (in [-1, 1] for integer formats).
-    Raises AudioReadError for a missing, unreadable, empty or corrupt file, or one with
-    non-finite samples.
+    Raises AudioReadError for a missing, unreadable, empty or corrupt file, one with
+    non-finite samples, or a path that is not a regular file (not_a_file; never opened).
     """
     sf = require_extra("soundfile")
     soxr = require_extra("soxr")
+    problem = not_a_file(path)
+    if problem is not None:
+        raise AudioReadError(path, problem)
     try:
         # Opening the file ourselves gives the OS's reason (no such file, permission
         # denied) where libsndfile would only say "System error".
@@ -90,47 +99,77 @@ def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def probe_duration(path: str | os.PathLike) -> float | None:
-    """The duration in seconds from the file's header, without decoding it.
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot be read as a file, found without opening it; None for a regular file
+    (or a link to one).
 
-    Meant for ordering work (e.g. grouping files of equal length), so it never raises:
-    None when the header cannot be read; `read_audio` then gives the reason. For some
-    formats (VBR mp3) the header's length is an estimate.
+    Names a missing path, a broken symbolic link (and its target), a link loop, and a FIFO,
+    socket, device or folder: these must not be opened (a FIFO blocks until a writer comes).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop (the link points back to itself through other links)"
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            return f"a broken symbolic link (its target {os.readlink(path)} does not exist)"
+        return e.strerror or str(e)
+    if stat.S_ISREG(mode):
+        return None
+    kinds = [(stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]  # fmt: skip
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    return f"{kind}, not a regular file (not opened)"
+
+
+def probe_audio(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(sample rate in Hz, number of frames) from the file's header, without decoding it.
+
+    Meant for planning work (grouping files of equal length), so it never raises: None when
+    the header cannot be read, or when `path` is not a regular file (not opened, see
+    not_a_file); `read_audio` then gives the reason. For some formats (VBR mp3) the header's
+    length is an estimate.
     """
     sf = require_extra("soundfile")
+    if not_a_file(path) is not None:
+        return None
     try:
         info = sf.info(str(path))
-    except (OSError, sf.SoundFileError):
+    except (OSError, sf.SoundFileError, RuntimeError):
         return None
-    return info.frames / info.samplerate if info.samplerate > 0 else None
+    return (int(info.samplerate), int(info.frames)) if info.samplerate > 0 else None
 
 
 def find_audio(paths: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
     """The audio files named by `paths`, as (root, relative_path) pairs.
 
-    A folder is searched recursively for the AUDIO_EXTENSIONS (any case); its files come
+    A folder is searched recursively for the AUDIO_EXTENSIONS (any case); its entries come
     as (folder, path inside it), sorted by that path. A file is taken as given, whatever
     its extension (the user named it), as (its folder, its name). Pairs keep the order of
     `paths`, so the listing is the same on every run and every machine.
+    Entries that are not regular files (a FIFO, a broken or looping symbolic link) are
+    listed too, so that the caller reports them (not_a_file says why) rather than dropping
+    them unseen; folders are not listed, and links to folders are not followed.
     Raises FileNotFoundError naming the first path that does not exist.
     """
     found: list[tuple[Path, Path]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files = (
-                f.relative_to(p)
-                for f in p.rglob("*")
-                if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file()
-            )
+            # is_dir() is False for a FIFO, a broken link and a link loop: they are listed
+            files = (f.relative_to(p) for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and not f.is_dir())
             found.extend((p, rel) for rel in sorted(files, key=lambda r: r.parts))
-        elif p.is_file():
+        elif os.path.lexists(p):
             found.append((p.parent, Path(p.name)))
         else:
             raise FileNotFoundError(f"no such file or folder: {p}")
     return found
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+def atomic_write(
+    path: str | os.PathLike,
+    write: Callable[[BinaryIO], object],
+    before_rename: Callable[[Path], object] | None = None,
+) -> None:
     """Write `path` through `write(binary file)` so that it is either complete or absent.
 
     The bytes go to a temporary file in the same folder (`<name>.tmp-<random>`, so it is
@@ -138,7 +177,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     the rename is atomic, so a reader, or a run killed at any moment, never sees a partial
     file. On an exception the temporary file is removed; only a hard kill (SIGKILL, power
     loss) can leave one behind, which is safe to delete. Creates the folder if needed; an
-    existing `path` is replaced.
+    existing `path` is replaced. `before_rename(temporary path)`, when given, runs once the
+    bytes are on disk and before the rename (e.g. to record what is about to appear).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,48 +189,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Write `arrays` to the .npz file `path` so that it is either complete or absent (atomic_write)."""
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+def atomic_save_npz(
+    path: str | os.PathLike, before_rename: Callable[[Path], object] | None = None, **arrays: np.ndarray
+) -> None:
+    """Write `arrays` to the .npz file `path` so that it is either complete or absent (atomic_write,
+    which also says what `before_rename` is for)."""
+    atomic_write(path, lambda f: np.savez(f, **arrays), before_rename)
 
 
 def atomic_write_json(path: str | os.PathLike, data, indent: int | None = None, sort_keys: bool = False) -> None:
     """Write `data` as JSON (plus a newline) to `path`, complete or absent (atomic_write)."""
     text = json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
-
-
-# ---------------------------------------------------------------------------------------
-# Corpus output: Parquet shards and their manifest (`tympan embed --format parquet`).
-# The format lives in tympan.corpus.shards (schema in its docstring and docs/corpus.md);
-# these two functions are its reading side, here beside the other file I/O. pyarrow is
-# imported only when they are called.
-
-
-def read_embeddings(path: str | os.PathLike, columns: list[str] | None = None):
-    """Every row of a corpus output folder as one pyarrow.Table, one row per input file.
-
-    `path` is the folder given to `tympan embed --format parquet --out`; only the shards its
-    manifest lists are read, so the result holds each file exactly once, whatever state a
-    killed run left. `columns` selects columns, e.g. ["path", "scene"]; `.to_pandas()` gives
-    a DataFrame. Raises FileNotFoundError when `path` has no manifest.json.
-    """
-    from tympan.corpus.shards import read_embeddings as read
-
-    return read(path, columns)
-
-
-def embedding_arrays(table, row: int) -> dict[str, np.ndarray]:
-    """Row `row` of a table from read_embeddings as the arrays of a per-file .npz:
-    embeddings (n_timestamps, timestamp_embedding_size), timestamps (n_timestamps,) in
-    milliseconds, scene (scene_embedding_size,), all float32.
-    Raises ValueError for a file that failed, with its recorded error."""
-    from tympan.corpus.shards import embedding_arrays as arrays
-
-    return arrays(table, row)

@@ -13,13 +13,21 @@ Scene pooling is the mean and the standard deviation of the frame embeddings ove
 the mean says what the clip sounds like on average, the std how much it changes (speech
 and music move, a drone or noise does not), which the mean alone cannot tell apart.
 
-Weights file: torch.save of a dict holding "format", "model", "version", "sha256" (of the
-state_dict's canonical bytes, checked at load), "licence" and "state_dict". It loads with
-torch.load(weights_only=True): no pickled code is ever executed.
+GridModel is the base of every model on tympan's grid (Tympan here, the experts, the fusion,
+tympan.mfcc, the trained encoder to come): a subclass yields frame embeddings chunk by chunk
+and the base does the HEAR plumbing (checks, one sound at a time, timestamps, pooling).
+
+Weights file: torch.save of a dict holding exactly "format", "model", "version", "sha256"
+(of the state_dict's canonical bytes), "licence", "feature_blocks" and "state_dict". At load
+the zip archive's structure and the CRC-32 of every member are checked first (verify_archive),
+then every field and the SHA-256: a damaged file is a WeightsError, never other weights. It
+loads with torch.load(weights_only=True): no pickled code is ever executed.
 """
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -59,26 +67,31 @@ class Encoder(torch.nn.Module):
         return (features - self.mean) / self.std
 
 
-class Tympan(torch.nn.Module):
-    """The tympan model. HEAR attributes: sample_rate, timestamp_embedding_size,
-    scene_embedding_size. Use the module-level HEAR functions in `tympan` to call it."""
+class GridModel(torch.nn.Module):
+    """Base of every HEAR model on tympan's grid (v0, the experts, the fusion, MFCC, the trained
+    encoder to come): 16 kHz input, one embedding every 20 ms (frame k centred on k * 20 ms).
+
+    A subclass sets `timestamp_embedding_size` and `scene_embedding_size` (ints) and implements
+    `chunks(sound)`; it may override `scene(sound)` (default: mean and std over frames). This
+    class does the rest the same way for all: input checks (audio.check_audio), the device
+    check, one sound at a time (so a sound's embeddings never depend on the rest of its batch),
+    the timestamps in milliseconds, and float32 outputs on the audio's device.
+    """
 
     sample_rate = SAMPLE_RATE
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.frontend = FrontEnd()
-        self.encoder = Encoder()
-        self.timestamp_embedding_size = N_FEATURES
-        self.scene_embedding_size = 2 * N_FEATURES
-        self.version = "untrained"
-        self.weights_sha256 = ""
+    timestamp_embedding_size: int
+    scene_embedding_size: int
 
     def _device(self) -> torch.device:
-        return self.encoder.mean.device
+        """The device of the model's first parameter, else of its first buffer."""
+        tensor = next(iter(self.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(self.buffers()))
+        return tensor.device
 
     def _checked(self, audio) -> torch.Tensor:
-        """Checked float32 audio on the model's device; a numpy array is moved there."""
+        """Checked float32 audio (n_sounds, n_samples) on the model's device; a numpy array is
+        moved there, a tensor on another device is refused (moving it would hide a slow copy)."""
         if isinstance(audio, torch.Tensor) and audio.device != self._device():
             raise ValueError(
                 f"audio is on {audio.device} but the model is on {self._device()}; "
@@ -86,41 +99,65 @@ class Tympan(torch.nn.Module):
             )
         return check_audio(audio).to(self._device())
 
-    def chunks(self, sound: torch.Tensor):
-        """sound (n_samples,) float32 on the model's device -> yields embeddings (n_i, N_FEATURES)
-        of consecutive grid frames, covering frames 0 .. n_frames(n_samples) - 1 (no checks:
-        the HEAR functions check the audio; tympan.fusion calls this per sound)."""
-        for _, features in self.frontend.chunks(sound):
-            yield self.encoder(features)
+    def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
+        """sound (n_samples,) float32 on the model's device -> yields (n_i, timestamp_embedding_size)
+        float32 for consecutive grid frames; together they cover frames 0 .. n_frames(n_samples) - 1.
+        No checks here: the HEAR methods check the audio (tympan.fusion calls this per sound)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement chunks(sound)")
 
     def scene(self, sound: torch.Tensor) -> torch.Tensor:
-        """sound (n_samples,) -> (2 * N_FEATURES,): [mean, std] over its frames."""
+        """sound (n_samples,) -> (scene_embedding_size,): by default [mean, std] over its frames."""
         return pool_mean_std(self.chunks(sound))
 
     @torch.no_grad()
     def timestamp_embeddings(self, audio) -> tuple[torch.Tensor, torch.Tensor]:
-        """audio (n_sounds, n_samples) -> embeddings (n_sounds, n_frames, N_FEATURES) float32,
-        timestamps (n_sounds, n_frames) float32 milliseconds, on the audio's device."""
+        """audio (n_sounds, n_samples) -> embeddings (n_sounds, n_frames, timestamp_embedding_size)
+        float32 and timestamps (n_sounds, n_frames) float32 milliseconds, on the audio's device,
+        n_frames = n_samples // 320 + 1."""
         audio = self._checked(audio)
         n_sounds, n_samples = audio.shape
         n = n_frames(n_samples)
-        out = torch.empty(n_sounds, n, N_FEATURES, dtype=torch.float32, device=audio.device)
-        # One sound at a time: no computation ever mixes sounds of a batch.
-        for i in range(n_sounds):
+        out = torch.empty(n_sounds, n, self.timestamp_embedding_size, dtype=torch.float32, device=audio.device)
+        for i in range(n_sounds):  # one sound at a time: no computation ever mixes sounds of a batch
             k = 0
             for emb in self.chunks(audio[i]):
                 out[i, k : k + emb.shape[0]] = emb
                 k += emb.shape[0]
+            if k != n:
+                raise RuntimeError(f"{type(self).__name__}.chunks gave {k} frames for {n_samples} samples, not {n}")
         return out, timestamps_ms(n, audio.device).expand(n_sounds, n).contiguous()
 
     @torch.no_grad()
     def scene_embeddings(self, audio) -> torch.Tensor:
-        """audio (n_sounds, n_samples) -> (n_sounds, 2 * N_FEATURES) float32: [mean, std] over frames."""
+        """audio (n_sounds, n_samples) -> (n_sounds, scene_embedding_size) float32 on the audio's device."""
         audio = self._checked(audio)
         out = torch.empty(audio.shape[0], self.scene_embedding_size, dtype=torch.float32, device=audio.device)
         for i in range(audio.shape[0]):
             out[i] = self.scene(audio[i])
         return out
+
+
+class Tympan(GridModel):
+    """The tympan model: front end -> encoder, timestamp embeddings (N_FEATURES,) every 20 ms,
+    scene embedding (2 * N_FEATURES,) = [mean, std] over frames. HEAR attributes: sample_rate,
+    timestamp_embedding_size, scene_embedding_size. Use the module-level HEAR functions in
+    `tympan` to call it."""
+
+    timestamp_embedding_size = N_FEATURES
+    scene_embedding_size = 2 * N_FEATURES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frontend = FrontEnd()
+        self.encoder = Encoder()
+        self.version = "untrained"
+        self.weights_sha256 = ""
+
+    def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
+        """sound (n_samples,) float32 -> yields embeddings (n_i, N_FEATURES) of consecutive grid
+        frames, covering frames 0 .. n_frames(n_samples) - 1."""
+        for _, features in self.frontend.chunks(sound):
+            yield self.encoder(features)
 
 
 def pool_mean_std(chunks) -> torch.Tensor:
@@ -155,14 +192,46 @@ def save_weights(model: Tympan, path: str | Path, version: str) -> str:
     return sha
 
 
-def load_weights(path: str | Path) -> Tympan:
-    """Build a Tympan model from a weights file, checking model name, version and SHA-256.
+def verify_archive(
+    path: str | Path, fix: str = "re-copy it or use the shipped weights", what: str = "weights file"
+) -> None:
+    """Check that `path` is an intact torch.save archive before torch.load reads it: its zip
+    structure and the CRC-32 of every member (Python's zipfile). Raises WeightsError naming the
+    file (as `what`), the problem and `fix` (what the user should do).
 
-    Raises WeightsError naming the file and what is wrong with it.
+    torch's reader checks neither: a flipped bit in the pickled metadata loads as other metadata,
+    and one in the central directory can make it read bytes it never wrote (what it returns then
+    changes from run to run). Costs one extra read of the file.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as exc:  # zipfile raises many types on damaged archives (BadZipFile, EOFError, ...)
+        raise WeightsError(
+            f"cannot read {what} {str(path)!r} ({type(exc).__name__}: {exc}); "
+            f"it is truncated or not a torch file: {fix}"
+        ) from exc
+    if bad is not None:
+        raise WeightsError(f"{str(path)!r} is damaged: its member {bad!r} fails its CRC-32 check; {fix}")
+
+
+PAYLOAD_KEYS = frozenset({"format", "model", "version", "sha256", "licence", "feature_blocks", "state_dict"})
+
+
+def load_weights(path: str | Path) -> Tympan:
+    """Build a Tympan model from a weights file, checking its structure, model name, version,
+    front-end layout and SHA-256.
+
+    Raises WeightsError naming the file and what is wrong with it, for every damaged file: a
+    missing, truncated or garbled file, one of another model or version, or one whose metadata or
+    tensors were changed (the SHA-256 covers the tensors; every metadata field is checked).
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file not found: {str(path)!r}; pass an existing file, or '' for the shipped weights")
+        raise WeightsError(
+            f"weights file not found: {str(path)!r}; pass an existing file, or '' for the shipped weights"
+        )
+    verify_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/garbled files
@@ -182,18 +251,39 @@ def load_weights(path: str | Path) -> Tympan:
             f"{str(path)!r} holds tympan weights version {version!r}; this tympan reads {SUPPORTED_VERSIONS}: "
             "upgrade tympan or use matching weights"
         )
+    damaged = "; the file is damaged or was edited: re-copy it or use the shipped weights"
+    if set(payload) != PAYLOAD_KEYS:
+        raise WeightsError(
+            f"{str(path)!r} has the fields {sorted(map(str, payload))}, expected {sorted(PAYLOAD_KEYS)}{damaged}"
+        )
+    if payload["licence"] != WEIGHTS_LICENCE:
+        raise WeightsError(
+            f"{str(path)!r} names the licence {payload['licence']!r}, expected {WEIGHTS_LICENCE!r}{damaged}"
+        )
+    blocks = [list(b) for b in FEATURE_BLOCKS]
+    if payload["feature_blocks"] != blocks:
+        raise WeightsError(
+            f"{str(path)!r} was made for the front-end blocks {payload['feature_blocks']!r}, but this tympan "
+            f"computes {blocks}{damaged}"
+        )
     state = payload["state_dict"]
+    named_tensors = isinstance(state, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    )
+    if not named_tensors:
+        raise WeightsError(f"{str(path)!r}: its state_dict is not a dict of named tensors{damaged}")
     sha = state_dict_sha256(state)
-    if sha != payload.get("sha256"):
+    if sha != payload["sha256"]:
         raise WeightsError(
             f"checksum mismatch in {str(path)!r}: its tensors hash to {sha[:16]}..., its metadata says "
-            f"{str(payload.get('sha256'))[:16]}...; the file is corrupt or was edited"
+            f"{str(payload['sha256'])[:16]}...; the file is corrupt or was edited"
         )
     model = Tympan()
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise WeightsError(f"{str(path)!r} does not fit this tympan's network: {exc}") from exc
+        detail = " ".join(str(exc).split())  # torch's message spans several lines
+        raise WeightsError(f"{str(path)!r} does not fit this tympan's network: {detail}") from exc
     model.version = version
     model.weights_sha256 = sha
     return model.eval()

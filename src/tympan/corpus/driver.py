@@ -1,7 +1,9 @@
 """`tympan embed --format parquet [--engine local|ray]`: the driver of a corpus run.
 
-    list inputs (size, mtime) -> open OUT (lock, collect garbage) -> retire rows of changed
-    inputs -> probe the rest -> units -> engine -> commit shards as results arrive -> summary
+    list inputs (size, mtime) -> open OUT (lock, collect garbage) -> refuse keys of other
+    sources, retire rows of changed inputs -> probe the rest -> units -> engine (chosen by
+    tympan.cli: local.LocalEngine or ray_engine.RayEngine) -> commit shards as results
+    arrive -> summary
 
 The driver is the only writer. It accepts exactly one row per planned path, buffers rows,
 and commits a shard when --shard-rows rows or --shard-mb MiB are buffered, or when
@@ -13,7 +15,8 @@ leaves every input in exactly one committed row.
 A file that failed keeps its error row while it is unchanged (decoding the same bytes fails
 the same way); replacing or touching the file makes the next run retry it. The exit code
 is 1 while any input of the run has an error row, 0 when all are embedded, 2 for a bad
-command line or an OUT made by another model, 130 after Ctrl-C.
+command line, an OUT that is not a folder, not empty without a manifest, damaged, made by
+another model or holding an input's key from another file, 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
+from typing import Protocol
 
 import pyarrow as pa
 import torch
 
-from tympan.corpus import local, shards
-from tympan.corpus.units import Job, Source, header_of, list_sources, load, make_units, probe
+from tympan.corpus import shards
+from tympan.corpus.units import ModelSpec, Source, check_out, header_of, list_sources, load, make_units, probe
 from tympan.io import require_extra
-from tympan.kit.hear import UsageError, check_device, format_duration
+from tympan.kit.hear import UsageError, format_duration
 
 DEFAULT_SHARD_ROWS = 1000
 DEFAULT_SHARD_MB = 256.0
@@ -36,34 +41,43 @@ COMMIT_SECONDS = 300.0  # a kill loses at most this much work, whatever the shar
 PROGRESS_SECONDS = 30.0  # progress line period when stderr is not a terminal
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run a corpus embedding with the arguments of tympan.cli's embed parser; returns the exit code."""
+class Engine(Protocol):
+    """What embeds the units of a Parquet run: local.LocalEngine or ray_engine.RayEngine."""
+
+    model_device: str  # where the driver loads its own copy of the model (for the header)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Engine:
+        """The engine for the command line; kit.hear.UsageError for a bad engine option."""
+
+    def tables(self, units: list[list[Source]], spec: ModelSpec, module, model) -> Iterator[pa.Table]:
+        """Shard-schema tables, one or more per unit, in any order; closing it stops the work."""
+
+
+def main(args: argparse.Namespace, engine_type: type[Engine]) -> int:
+    """Run a corpus embedding with the arguments of tympan.cli's embed parser and the engine
+    tympan.cli chose; returns the exit code."""
     start = time.perf_counter()
     try:
         shard_rows, shard_bytes = _check(args)
+        engine = engine_type.from_args(args)
+        out = check_out(args.out)
         sources = list_sources(args.paths)
-        device = "cpu" if args.engine == "ray" else args.device
-        module, model = load(Job(args.module, args.model, args.batch_size, None), device)
+        module, model = load(ModelSpec(args.module, args.model, args.batch_size, None), engine.model_device)
         header = header_of(args.module, model, args.model)
     except UsageError as e:
         print(f"tympan embed: error: {e}", file=sys.stderr)
         return 2
-    job = Job(args.module, args.model, args.batch_size, header)
-    if args.engine == "ray":
-        module = model = None  # the actors load their own; the driver's copy only gave the header
+    spec = ModelSpec(args.module, args.model, args.batch_size, header)
 
     try:
-        with shards.Store(args.out, header) as store:
-            run = _plan(store, sources)
+        with shards.Store(out, header) as store:
+            run = _plan_parquet(store, sources)
             if run.todo:
                 run.todo = [probe(s) for s in run.todo]  # header rate and length: units, progress
                 units = make_units(run.todo, args.batch_size, header.sample_rate)
-                if args.engine == "ray":
-                    from tympan.corpus import ray_engine
-
-                    tables = ray_engine.embed_units(units, job, address=args.ray_address, concurrency=args.concurrency)
-                else:
-                    tables = local.embed_units(units, job, module, model, device)
+                tables = engine.tables(units, spec, module, model)
+                del module, model  # the Ray engine's actors load their own
                 if _execute(run, tables, _Writer(store, shard_rows, shard_bytes), start) == "interrupted":
                     return 130
     except (shards.StoreError, UsageError) as e:
@@ -80,9 +94,11 @@ def main(args: argparse.Namespace) -> int:
     return 1 if run.failed or run.earlier_failed or run.missing else 0
 
 
-def _plan(store: shards.Store, sources: list[Source]) -> _Run:
-    """Retire the rows of changed inputs; return the run with the inputs still to embed."""
+def _plan_parquet(store: shards.Store, sources: list[Source]) -> _ParquetRun:
+    """Refuse keys that other files hold, retire the rows of changed inputs; return the run
+    with the inputs still to embed."""
     committed = store.committed()
+    store.check_sources(sources, committed)
     changed = set()
     for s in sources:
         row = committed.get(s.path)
@@ -91,10 +107,10 @@ def _plan(store: shards.Store, sources: list[Source]) -> _Run:
     store.retire(changed, committed)
     todo = [s for s in sources if s.path not in committed or s.path in changed]
     earlier_failed = sum(1 for s in sources if s.path not in changed and s.path in committed and committed[s.path].failed)
-    return _Run(todo, n_skipped=len(sources) - len(todo), earlier_failed=earlier_failed)
+    return _ParquetRun(todo, n_skipped=len(sources) - len(todo), earlier_failed=earlier_failed)
 
 
-def _execute(run: _Run, tables, writer: _Writer, start: float) -> str:
+def _execute(run: _ParquetRun, tables, writer: _Writer, start: float) -> str:
     """Consume the engine's tables into shards; "interrupted" after Ctrl-C, else "done"."""
     try:
         with torch.no_grad(), _Progress(run.todo) as progress:
@@ -123,18 +139,6 @@ def _check(args: argparse.Namespace) -> tuple[int, int]:
         raise UsageError(f"--shard-rows must be at least 1, got {rows}")
     if mb <= 0:
         raise UsageError(f"--shard-mb must be positive, got {mb}")
-    if args.engine == "ray":
-        if args.concurrency is not None and args.concurrency < 1:
-            raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UsageError('--engine ray needs Ray: pip install "tympan[ray]"') from None
-    else:
-        for flag, value in (("--ray-address", args.ray_address), ("--concurrency", args.concurrency)):
-            if value is not None:
-                raise UsageError(f"{flag} applies to --engine ray only")
-        check_device(args.device)
     return rows, int(mb * 2**20)
 
 
@@ -226,7 +230,7 @@ class _Progress:
             )
 
 
-class _Run:
+class _ParquetRun:
     """The inputs one run embeds, its counts, and the rule that each path is accepted once."""
 
     def __init__(self, todo: list[Source], n_skipped: int, earlier_failed: int) -> None:
@@ -284,6 +288,6 @@ class _Run:
         if self.earlier_failed:
             lines.append(
                 f"  {self.earlier_failed} unchanged files failed in earlier runs; their errors are in the "
-                "error column (tympan.io.read_embeddings); replace or touch a file to retry it"
+                "error column (tympan.corpus.read_embeddings); replace or touch a file to retry it"
             )
         return "\n".join(lines)

@@ -21,6 +21,7 @@ driver writes to --out. `ray` is imported here only, never by `import tympan`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from collections.abc import Iterator
@@ -30,45 +31,61 @@ import pyarrow as pa
 import torch
 
 from tympan.corpus.shards import rows_table
-from tympan.corpus.units import Job, Source, decode_unit, embed_unit, load, unit_from_json, unit_to_json
+from tympan.corpus.units import ModelSpec, Source, decode_unit, embed_unit, load, unit_from_json, unit_to_json
 from tympan.kit.hear import UsageError
 
 MAX_BLOCKS = 10_000  # input blocks: one unit each up to this, so small jobs still spread out
 
 
-def embed_units(
-    units: list[list[Source]], job: Job, *, address: str | None, concurrency: int | None
-) -> Iterator[pa.Table]:
-    """Embed `units` on Ray: joins the cluster at `address`, or starts a local Ray when None
-    (an already initialised Ray in this process is used as it is). Connects now
-    (kit.hear.UsageError when it cannot); returns an iterator of shard-schema tables that
-    shuts down a Ray it started."""
-    import ray
+class RayEngine:
+    """Embeds on Ray: joins the cluster at `address`, or starts a local Ray when None (an already
+    initialised Ray in this process is used as it is). The actors load their own models (on CPU
+    or one GPU each); the driver's copy, loaded on `model_device`, only gives the header."""
 
-    started = False
-    if not ray.is_initialized():
+    model_device = "cpu"
+
+    def __init__(self, address: str | None, concurrency: int | None) -> None:
+        self.address, self.concurrency = address, concurrency
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RayEngine:
+        if args.concurrency is not None and args.concurrency < 1:
+            raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
         try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
-        except ConnectionError as e:
-            raise UsageError(
-                f"cannot join the Ray cluster at {address!r}: {e}; start it with `ray start --head` "
-                "(docs/corpus.md), or drop --ray-address to start a local Ray"
-            ) from None
-        started = True
-    return _pipeline(units, job, concurrency, started)
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError('--engine ray needs Ray: pip install "tympan[ray]"') from None
+        return cls(args.ray_address, args.concurrency)
+
+    def tables(self, units: list[list[Source]], spec: ModelSpec, module=None, model=None) -> Iterator[pa.Table]:
+        """Connects now (kit.hear.UsageError when it cannot); returns an iterator of shard-schema
+        tables that shuts down a Ray it started. `module` and `model` are not used."""
+        import ray
+
+        started = False
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
+            except ConnectionError as e:
+                raise UsageError(
+                    f"cannot join the Ray cluster at {self.address!r}: {e}; start it with `ray start --head` "
+                    "(docs/corpus.md), or drop --ray-address to start a local Ray"
+                ) from None
+            started = True
+        return _pipeline(units, spec, self.concurrency, started)
 
 
-def _pipeline(units: list[list[Source]], job: Job, concurrency: int | None, started: bool) -> Iterator[pa.Table]:
+def _pipeline(units: list[list[Source]], spec: ModelSpec, concurrency: int | None, started: bool) -> Iterator[pa.Table]:
     import ray
 
     try:
-        yield from dataset(units, job, concurrency).iter_batches(batch_size=None, batch_format="pyarrow")
+        yield from dataset(units, spec, concurrency).iter_batches(batch_size=None, batch_format="pyarrow")
     finally:
         if started:
             ray.shutdown()
 
 
-def dataset(units: list[list[Source]], job: Job, concurrency: int | None):
+def dataset(units: list[list[Source]], spec: ModelSpec, concurrency: int | None):
     """The Ray Data pipeline of `units` (module docstring), not yet executed; needs ray.init."""
     import ray
     import ray.data
@@ -94,7 +111,7 @@ def dataset(units: list[list[Source]], job: Job, concurrency: int | None):
         _decode,
         batch_size=1,
         batch_format="pyarrow",
-        fn_kwargs={"sample_rate": job.header.sample_rate},
+        fn_kwargs={"sample_rate": spec.header.sample_rate},
         # Up to one decoding task per CPU (as many as the actors leave free run at once). A
         # task pool whose size differs from the actor pool's is never fused into the actors:
         # decoding stays in its own tasks. (Sizes are equal only when the actors take every
@@ -108,7 +125,7 @@ def dataset(units: list[list[Source]], job: Job, concurrency: int | None):
         _Embedder,
         batch_size=1,
         batch_format="pyarrow",
-        fn_constructor_kwargs={"job": job, "use_gpu": bool(gpus)},
+        fn_constructor_kwargs={"spec": spec, "use_gpu": bool(gpus)},
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_gpus=1 if gpus else 0,
         num_cpus=1,
@@ -141,22 +158,22 @@ def _decode(batch: pa.Table, sample_rate: int) -> pa.Table:
 class _Embedder:
     """Actor: loads the model once, then embeds decoded units into shard-schema rows."""
 
-    def __init__(self, job: Job, use_gpu: bool) -> None:
+    def __init__(self, spec: ModelSpec, use_gpu: bool) -> None:
         import ray
 
-        self.job = job
+        self.spec = spec
         self.device = torch.device("cuda" if use_gpu else "cpu")
         if not use_gpu:
             # Ray gives each CPU actor one CPU; more threads would fight the decoding tasks.
             torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-        self.module, self.model = load(job, str(self.device))
-        self.sha = job.header.weights_sha256
+        self.module, self.model = load(spec, str(self.device))
+        self.sha = spec.header.weights_sha256
         from tympan.checksum import weights_identity
 
-        here = weights_identity(self.model, job.model_path)
+        here = weights_identity(self.model, spec.model_path)
         if here != self.sha:
             raise RuntimeError(
-                f"the weights of {job.module!r} on this node hash to {here}, the driver's to {self.sha}: "
+                f"the weights of {spec.module!r} on this node hash to {here}, the driver's to {self.sha}: "
                 "install the same module and weights on every node"
             )
 
@@ -171,4 +188,4 @@ class _Embedder:
                 for s, e, a in zip(unit, errors, audio)
             ]
             rows.extend(embed_unit(decoded, self.module, self.model, self.device, self.sha))
-        return rows_table(rows, self.job.header)
+        return rows_table(rows, self.spec.header)

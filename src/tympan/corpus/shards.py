@@ -10,6 +10,7 @@ A row of a shard (Arrow types; D = timestamp_embedding_size, E = scene_embedding
 file's number of timestamps):
 
     path            string                        the file's path relative to its input root (posix)
+    source          string                        the absolute path the file was read from
     size            int64                         bytes, from os.stat when the run listed it
     mtime_ns        int64                         modification time, ns since the epoch, idem
     sample_rate     int32, null if unreadable     the source file's rate (Hz), from its header
@@ -23,23 +24,28 @@ file's number of timestamps):
 
 manifest.json:
 
-    {"format": "tympan-corpus/1", "module": ..., "weights_sha256": ..., "sample_rate": ...,
-     "timestamp_embedding_size": D, "scene_embedding_size": E, "next_shard": N,
+    {"format": "tympan-corpus/2", "module": ..., "weights_sha256": ..., "sample_rate": ...,
+     "timestamp_embedding_size": D, "scene_embedding_size": E, "next_shard": N, "pending": [...],
      "shards": [{"file": "shards/part-000003.parquet", "rows": R, "failed": F, "bytes": B}, ...]}
 
 The manifest is the commit record: a shard counts only once the manifest lists it.
 Invariant, kept across kills: every path appears in at most one row of the shards the manifest
 lists ("exactly once" is a property of that set, not of a later de-duplication).
+- tympan deletes or replaces only files it wrote and recorded: a run starts only in a new or
+  empty folder or one with a manifest (StoreError otherwise), and a shard file is named in the
+  manifest's `pending` list before it is written and until it is listed or deleted.
 - A shard is written to `shards/.part-N.parquet.tmp`, fsynced, renamed to `part-N.parquet`;
   then the manifest is rewritten the same way (temporary file, fsync, rename, fsync of the
-  folder). A kill before the manifest's rename leaves a shard that no manifest lists; the next
-  run deletes it (garbage collection at open) and redoes its files.
+  folder). A kill before the manifest's rename leaves a pending shard that no manifest lists;
+  the next run deletes it (garbage collection at open) and redoes its files. An unlisted file
+  that is not pending is left alone, and its name is never reused.
+- A key (path) belongs to one source file: a run whose input has the path of a committed row
+  read from another file is refused (StoreError naming both), whichever input root it came from.
 - A changed input (size or mtime differs from its row) is retired before it is embedded again:
   each shard holding such rows is rewritten without them under a new name, the manifest swaps
   the old entry for the new one in one rename, and the old file is deleted. No row is ever
   superseded by a later one; a retired file is simply absent until its new row is committed.
-- One writer per OUT: the run holds an exclusive flock on OUT/.lock (released by the kernel
-  when the process dies, so a killed run never blocks the next).
+- One writer per OUT: the run holds an exclusive flock on OUT/.lock (units.FolderLock).
 Reading the manifest's shards is exact at any moment; reading the whole shards/ folder is exact
 whenever no run is in progress and the last one was not killed (an unlisted shard may remain
 until the next run collects it).
@@ -47,7 +53,6 @@ until the next run collects it).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -59,18 +64,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-FORMAT = "tympan-corpus/1"
+from tympan.corpus.units import LOCK, FolderLock, Header, same_file
+
+FORMAT = "tympan-corpus/2"
+READABLE_FORMATS = ("tympan-corpus/1", FORMAT)  # /1: the same rows without `source`
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
-LOCK = ".lock"
-SHARD_NAME = re.compile(r"part-(\d{6,})\.parquet")
 TEMP_NAME = re.compile(r"\.part-\d{6,}\.parquet\.tmp(-[0-9a-f]+)?|\.manifest\.json\.tmp-[0-9a-f]+")
 # Columns that identify an input and its state; cheap to read back (no embeddings).
-KEY_COLUMNS = ["path", "size", "mtime_ns", "error"]
+KEY_COLUMNS = ["path", "source", "size", "mtime_ns", "error"]
+
+__all__ = ["Header", "Store", "StoreError", "embedding_arrays", "read_embeddings", "rows_table", "schema"]
 
 
 class StoreError(Exception):
-    """OUT cannot be used for this run: locked by another run, or made by another model."""
+    """OUT cannot be used for this run: not a tympan output, damaged, locked by another run,
+    made by another model, or holding a key of another source file."""
 
 
 def schema(timestamp_size: int, scene_size: int) -> pa.Schema:
@@ -78,6 +87,7 @@ def schema(timestamp_size: int, scene_size: int) -> pa.Schema:
     return pa.schema(
         [
             pa.field("path", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
             pa.field("size", pa.int64(), nullable=False),
             pa.field("mtime_ns", pa.int64(), nullable=False),
             pa.field("sample_rate", pa.int32()),
@@ -92,28 +102,10 @@ def schema(timestamp_size: int, scene_size: int) -> pa.Schema:
     )
 
 
-@dataclass(frozen=True)
-class Header:
-    """What embedded an output folder; a run may only add to a folder with the same header."""
-
-    module: str
-    weights_sha256: str | None
-    sample_rate: int
-    timestamp_embedding_size: int
-    scene_embedding_size: int
-
-    def describe(self) -> str:
-        sha = (self.weights_sha256 or "unknown")[:12]
-        return (
-            f"module {self.module!r} (weights {sha}, {self.sample_rate} Hz, "
-            f"{self.timestamp_embedding_size}/{self.scene_embedding_size}-d)"
-        )
-
-
 def rows_table(rows: list[dict], header: Header) -> pa.Table:
     """Build a shard table from per-file rows.
 
-    Each row has path, size, mtime_ns, sample_rate, duration_s, weights_sha256 and error, plus,
+    Each row has path, source, size, mtime_ns, sample_rate, duration_s, weights_sha256 and error, plus,
     when error is None, `timestamps` (T,), `embeddings` (T, D) and `scene` (E,) numpy arrays
     (cast to float32). Raises ValueError when an embedding's width is not the header's.
     """
@@ -149,6 +141,7 @@ def rows_table(rows: list[dict], header: Header) -> pa.Table:
     return pa.Table.from_arrays(
         [
             column("path", pa.string()),
+            column("source", pa.string()),
             column("size", pa.int64()),
             column("mtime_ns", pa.int64()),
             column("sample_rate", pa.int32()),
@@ -168,6 +161,7 @@ def rows_table(rows: list[dict], header: Header) -> pa.Table:
 class Committed:
     """A file with a row in a committed shard."""
 
+    source: str
     size: int
     mtime_ns: int
     failed: bool
@@ -177,29 +171,22 @@ class Committed:
 class Store:
     """The writer of one output folder: lock, manifest, shard commits, retiring stale rows.
 
-    Use as a context manager: entering takes the lock, checks the header against an existing
-    manifest (StoreError when another model made it, or another run holds the lock) and
-    deletes shards and temporary files that the manifest does not list.
+    Use as a context manager: entering takes the lock, refuses a folder that holds files but
+    no manifest, checks the header against an existing manifest (StoreError when another model
+    made it, or it is damaged; UsageError when another run holds the lock) and deletes the
+    pending shards and temporary files that the manifest does not list.
     """
 
     def __init__(self, out: str | os.PathLike, header: Header) -> None:
         self.out = Path(out)
         self.header = header
-        self._lock_fd: int | None = None
+        self._lock: FolderLock | None = None
         self.manifest: dict = {}
 
     def __enter__(self) -> Store:
-        (self.out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(
-                f"another tympan embed is writing to {self.out} (it holds {self.out / LOCK}); "
-                "wait for it to finish or stop it, then run again"
-            ) from None
-        self._lock_fd = fd
+        if self.out.is_dir() and not os.path.lexists(self.out / MANIFEST):
+            self._refuse_foreign_files()  # before the lock file is created in someone else's folder
+        self._lock = FolderLock(self.out).__enter__()
         try:
             self._open()
         except BaseException:
@@ -208,68 +195,109 @@ class Store:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._lock_fd is not None:
+        if self._lock is not None:
             try:
                 if self.manifest:
                     self._collect_garbage()  # e.g. a shard whose commit Ctrl-C interrupted
             finally:
-                os.close(self._lock_fd)  # closing releases the flock
-                self._lock_fd = None
+                self._lock.__exit__()
+                self._lock = None
 
     def _open(self) -> None:
         path = self.out / MANIFEST
-        if path.exists():
-            manifest = load_manifest(self.out)
-            theirs = Header(
-                manifest["module"],
-                manifest["weights_sha256"],
-                manifest["sample_rate"],
-                manifest["timestamp_embedding_size"],
-                manifest["scene_embedding_size"],
-            )
+        if os.path.lexists(path):
+            try:
+                manifest = load_manifest(self.out)
+                _check_fields(manifest)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise StoreError(
+                    f"{path} is damaged ({_one_line(e)}): which shards are committed is unknown; "
+                    f"restore it from a backup, or use another --out"
+                ) from None
+            if manifest["format"] != FORMAT:
+                raise StoreError(
+                    f"{self.out} was written by an older tympan ({manifest['format']}, whose rows do not record "
+                    "their source files): read it with tympan.corpus.read_embeddings; to add to it, use another --out"
+                )
+            theirs = Header(*(manifest[k] for k in Header.__dataclass_fields__))
             if manifest["shards"] and theirs != self.header:
                 raise StoreError(
                     f"{self.out} holds embeddings from {theirs.describe()}; this run uses "
                     f"{self.header.describe()}: use another --out, or delete {self.out} to start over"
                 )
-            self.manifest = {**manifest, **self._header_fields()}
+            self.manifest = {**manifest, **self.header.fields(), "pending": manifest.get("pending", [])}
         else:
-            self._write_manifest({"format": FORMAT, **self._header_fields(), "next_shard": 0, "shards": []})
+            self._refuse_foreign_files()
+            (self.out / SHARD_DIR).mkdir(exist_ok=True)
+            self._write_manifest(
+                {"format": FORMAT, **self.header.fields(), "next_shard": 0, "pending": [], "shards": []}
+            )
+        (self.out / SHARD_DIR).mkdir(exist_ok=True)
         self._collect_garbage()
 
-    def _header_fields(self) -> dict:
-        h = self.header
-        return {
-            "module": h.module,
-            "weights_sha256": h.weights_sha256,
-            "sample_rate": h.sample_rate,
-            "timestamp_embedding_size": h.timestamp_embedding_size,
-            "scene_embedding_size": h.scene_embedding_size,
-        }
+    def _refuse_foreign_files(self) -> None:
+        """StoreError when OUT, which has no manifest, holds files a run of tympan did not leave."""
+        others = sorted(f.name for f in self.out.iterdir() if not _ours_in_a_new_folder(f))
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise StoreError(
+                f"{self.out} is not empty ({shown}) and has no {MANIFEST}: tympan embed --format parquet "
+                "writes only into a new or empty folder or one it made; use another --out"
+            )
 
     def _collect_garbage(self) -> None:
-        """Delete what a killed run left: unlisted shards and temporary files (only our names)."""
-        listed = {Path(s["file"]).name for s in self.manifest["shards"]}
-        for f in (self.out / SHARD_DIR).iterdir():
-            if (SHARD_NAME.fullmatch(f.name) and f.name not in listed) or TEMP_NAME.fullmatch(f.name):
-                f.unlink()
-        for f in self.out.iterdir():
-            if TEMP_NAME.fullmatch(f.name):
-                f.unlink()
+        """Delete what a killed run left: the pending shards that the manifest does not list, and
+        temporary files (names only tympan uses). Files tympan did not record stay."""
+        listed = {s["file"] for s in self.manifest["shards"]}
+        for name in self.manifest["pending"]:
+            if name not in listed:
+                (self.out / name).unlink(missing_ok=True)
+        for folder in (self.out / SHARD_DIR, self.out):
+            for f in folder.iterdir():
+                if TEMP_NAME.fullmatch(f.name):
+                    f.unlink()
+        if self.manifest["pending"]:
+            self._write_manifest({**self.manifest, "pending": []})
 
     def committed(self) -> dict[str, Committed]:
-        """Every path in the committed shards, with the input state its row was made from."""
+        """Every path in the committed shards, with the input state its row was made from.
+        Raises StoreError naming a listed shard that is missing or unreadable."""
         found: dict[str, Committed] = {}
         for entry in self.manifest["shards"]:
-            t = pq.read_table(self.out / entry["file"], columns=KEY_COLUMNS).to_pydict()
-            for path, size, mtime, error in zip(t["path"], t["size"], t["mtime_ns"], t["error"]):
-                found[path] = Committed(size, mtime, error is not None, entry["file"])
+            try:
+                t = pq.read_table(self.out / entry["file"], columns=KEY_COLUMNS).to_pydict()
+            except (OSError, pa.ArrowException) as e:
+                raise StoreError(
+                    f"{self.out / entry['file']}, a committed shard listed in {self.out / MANIFEST}, is missing or "
+                    f"unreadable ({_one_line(e)}): restore it from a backup, or use another --out"
+                ) from None
+            for path, source, size, mtime, error in zip(t["path"], t["source"], t["size"], t["mtime_ns"], t["error"]):
+                found[path] = Committed(source, size, mtime, error is not None, entry["file"])
         return found
+
+    def check_sources(self, sources, committed: dict[str, Committed]) -> None:
+        """StoreError when an input's key holds a committed row read from another file.
+
+        `sources` are corpus.units.Source. Names both files and the fix; lists up to 3 clashes.
+        """
+        clashes = [
+            (s, committed[s.path].source)
+            for s in sources
+            if s.path in committed and not same_file(committed[s.path].source, s.file)
+        ]
+        if clashes:
+            s, theirs = clashes[0]
+            more = f" (and {len(clashes) - 1} more like it)" if len(clashes) > 1 else ""
+            raise StoreError(
+                f"{self.out} holds {s.path} embedded from {theirs}; this run's {s.file} has the same relative path"
+                f"{more}: embed it into another --out (one output folder per input root), or delete {self.out}"
+            )
 
     def commit(self, table: pa.Table) -> dict:
         """Write `table` as the next shard and list it in the manifest; returns its entry."""
         entry = self._write_shard(table)
-        self._write_manifest({**self.manifest, "shards": [*self.manifest["shards"], entry]})
+        pending = [p for p in self.manifest["pending"] if p != entry["file"]]
+        self._write_manifest({**self.manifest, "pending": pending, "shards": [*self.manifest["shards"], entry]})
         return entry
 
     def retire(self, paths: set[str], committed: dict[str, Committed]) -> None:
@@ -282,14 +310,21 @@ class Store:
             keep = table.filter(pa.array([p not in drop for p in table.column("path").to_pylist()]))
             new = [self._write_shard(keep)] if keep.num_rows else []
             listed = [e for s in self.manifest["shards"] for e in (new if s["file"] == name else [s])]
-            self._write_manifest({**self.manifest, "shards": listed})
+            # The old file stays pending (recorded) until it is deleted, here or by the next run.
+            pending = [p for p in self.manifest["pending"] if p not in {e["file"] for e in new}] + [name]
+            self._write_manifest({**self.manifest, "pending": pending, "shards": listed})
             (self.out / name).unlink()
 
     def _write_shard(self, table: pa.Table) -> dict:
-        n = self.manifest["next_shard"]
-        self.manifest["next_shard"] = n + 1
-        name = f"part-{n:06d}.parquet"
+        """Write `table` as a new shard file, recorded as pending first; returns its manifest entry."""
         folder = self.out / SHARD_DIR
+        n = self.manifest["next_shard"]
+        # A name held by a file tympan did not record is skipped, never overwritten.
+        while any(os.path.lexists(folder / f) for f in (f"part-{n:06d}.parquet", f".part-{n:06d}.parquet.tmp")):
+            n += 1
+        name = f"part-{n:06d}.parquet"
+        file = f"{SHARD_DIR}/{name}"
+        self._write_manifest({**self.manifest, "next_shard": n + 1, "pending": [*self.manifest["pending"], file]})
         tmp = folder / f".{name}.tmp"
         try:
             # Dictionary encoding pays for the repeated strings only. No compression: float32
@@ -303,12 +338,7 @@ class Store:
             raise
         _fsync(folder)
         n_failed = table.num_rows - table.column("error").null_count
-        return {
-            "file": f"{SHARD_DIR}/{name}",
-            "rows": table.num_rows,
-            "failed": n_failed,
-            "bytes": (folder / name).stat().st_size,
-        }
+        return {"file": file, "rows": table.num_rows, "failed": n_failed, "bytes": (folder / name).stat().st_size}
 
     def _write_manifest(self, manifest: dict) -> None:
         """Replace manifest.json by `manifest` atomically; self.manifest follows only on success,
@@ -331,6 +361,29 @@ class Store:
         self.manifest = manifest
 
 
+def _check_fields(manifest: dict) -> None:
+    """KeyError or TypeError when a manifest lacks a field a run needs or has one of the wrong type."""
+    for key in ("next_shard", "shards", *Header.__dataclass_fields__):
+        manifest[key]
+    lists = manifest["shards"], manifest.get("pending", [])
+    if not isinstance(manifest["next_shard"], int) or not all(isinstance(x, list) for x in lists):
+        raise TypeError("next_shard must be an integer, shards and pending lists")
+    if not all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in manifest["shards"]):
+        raise TypeError('every shard entry needs a "file"')
+
+
+def _ours_in_a_new_folder(f: Path) -> bool:
+    """Whether `f`, in a folder without a manifest, is what a run killed before writing its first
+    manifest may have left: the lock file, an empty shards/ folder, a temporary file."""
+    if f.name == LOCK or TEMP_NAME.fullmatch(f.name):
+        return True
+    return f.name == SHARD_DIR and f.is_dir() and not f.is_symlink() and not any(f.iterdir())
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -345,8 +398,9 @@ def load_manifest(out: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {out} is not the output of tympan embed --format parquet")
     manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {manifest.get('format')!r}; this tympan reads {FORMAT!r}")
+    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{path} has format {found!r}; this tympan reads {' or '.join(READABLE_FORMATS)}")
     return manifest
 
 
@@ -355,11 +409,15 @@ def read_embeddings(out: str | os.PathLike, columns: list[str] | None = None) ->
 
     `columns` selects columns (e.g. ["path", "scene"] reads no timestamp embeddings).
     Every input file appears exactly once; failed files have `error` set and null embeddings.
+    Reads tympan-corpus/1 folders too (the same columns without `source`).
+    Raises FileNotFoundError when `out` has no manifest.json, ValueError for another format.
     """
     out = Path(out)
     manifest = load_manifest(out)
     header = manifest["timestamp_embedding_size"], manifest["scene_embedding_size"]
     full = schema(*header)
+    if manifest["format"] != FORMAT:
+        full = full.remove(full.get_field_index("source"))
     want = full if columns is None else pa.schema([full.field(c) for c in columns])
     tables = [pq.read_table(out / s["file"], columns=columns) for s in manifest["shards"]]
     return pa.concat_tables(tables) if tables else want.empty_table()

@@ -1,4 +1,8 @@
-"""The work of a corpus run, shared by both engines: list inputs, group them, decode, embed.
+"""The embedding pipeline both output formats and both engines share: list inputs, group them
+into units, decode, embed (with one retry rule), and guard the output folder.
+
+    list_sources -> probe -> make_units -> decode_unit -> embed_unit -> rows
+    rows -> corpus/npz.py (one .npz per file) or corpus/driver.py (Parquet shards)
 
 A *unit* is the piece of work an engine schedules: up to --batch-size files of exactly equal
 length at the module's rate (known from their headers), or one file alone
@@ -11,7 +15,9 @@ batch. A long file is never decoded into a batch with other files: memory stays 
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -20,9 +26,31 @@ import numpy as np
 import torch
 
 from tympan.checksum import weights_identity
-from tympan.corpus.shards import Header
-from tympan.io import AUDIO_EXTENSIONS, AudioReadError, find_audio, read_audio, require_extra
+from tympan.io import AUDIO_EXTENSIONS, AudioReadError, find_audio, probe_audio, read_audio
 from tympan.kit.hear import MAX_BATCHED_SECONDS, UsageError, embed_batch, import_hear_module, load_hear_model
+
+LOCK = ".lock"
+
+
+@dataclass(frozen=True)
+class Header:
+    """What embedded an output folder; a run may only add to a folder with the same header."""
+
+    module: str
+    weights_sha256: str | None
+    sample_rate: int
+    timestamp_embedding_size: int
+    scene_embedding_size: int
+
+    def describe(self) -> str:
+        sha = (self.weights_sha256 or "unknown")[:12]
+        return (
+            f"module {self.module!r} (weights {sha}, {self.sample_rate} Hz, "
+            f"{self.timestamp_embedding_size}/{self.scene_embedding_size}-d)"
+        )
+
+    def fields(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -30,7 +58,8 @@ class Source:
     """One input file: its key (relative path, size, mtime) and its header's rate and length."""
 
     path: str  # relative to its input root, posix: the row's key
-    file: str  # where to open it, absolute
+    file: str  # where to open it, absolute: the output's recorded source
+    given: str  # as the command line reached it (input root / path), for messages
     size: int
     mtime_ns: int
     sample_rate: int | None = None  # Hz, from the header; None when unreadable
@@ -42,7 +71,7 @@ class Source:
 
 
 @dataclass(frozen=True)
-class Job:
+class ModelSpec:
     """What every engine needs to load the model and embed units (picklable, for Ray)."""
 
     module: str
@@ -55,7 +84,9 @@ def list_sources(paths: list[str]) -> list[Source]:
     """The input files named by `paths` (tympan.io.find_audio's rules), with size and mtime, in input order.
 
     Raises kit.hear.UsageError for a missing path, no audio, or two different files that
-    would share one relative path.
+    would share one relative path. An entry that is not a regular file (a FIFO, a broken
+    link) is listed, with its link's own size and mtime when it has no target: it is never
+    opened, and decode_unit reports it as a failed file (tympan.io.not_a_file).
     """
     try:
         found = find_audio(paths)
@@ -71,25 +102,26 @@ def list_sources(paths: list[str]) -> list[Source]:
             # The same file named twice is embedded once; two files for one key is an error.
             if Path(first.file).resolve() != file.resolve():
                 raise UsageError(
-                    f"{first.file} and {file} would both be stored as {rel.as_posix()}; embed them in separate runs"
+                    f"{first.file} and {file} would both be stored as {rel.as_posix()} (their path in their input "
+                    "folder); embed them into separate --out folders"
                 )
             continue
-        st = os.stat(file)
+        try:
+            st = os.stat(file)
+        except OSError:  # a broken link or a loop: the link itself
+            st = os.lstat(file)
         # Absolute: Ray's workers, on this node or others, do not share the driver's cwd.
-        sources[rel.as_posix()] = Source(rel.as_posix(), str(file.absolute()), st.st_size, st.st_mtime_ns)
+        sources[rel.as_posix()] = Source(rel.as_posix(), str(file.absolute()), str(file), st.st_size, st.st_mtime_ns)
     return list(sources.values())
 
 
 def probe(source: Source) -> Source:
-    """`source` with the rate and frame count of its header (None when it cannot be read)."""
-    sf = require_extra("soundfile")
-    try:
-        info = sf.info(source.file)
-    except (OSError, sf.SoundFileError, RuntimeError):
+    """`source` with the rate and frame count of its header (None when it cannot be read or is
+    not a regular file: tympan.io.probe_audio)."""
+    header = probe_audio(source.file)
+    if header is None:
         return source
-    if info.samplerate <= 0:
-        return source
-    return Source(source.path, source.file, source.size, source.mtime_ns, int(info.samplerate), int(info.frames))
+    return Source(source.path, source.file, source.given, source.size, source.mtime_ns, *header)
 
 
 def make_units(sources: list[Source], batch_size: int, sample_rate: int) -> list[list[Source]]:
@@ -139,23 +171,34 @@ def decode_unit(unit: list[Source], sample_rate: int) -> list[tuple[Source, np.n
     return decoded
 
 
-def load(job: Job, device: str) -> tuple[ModuleType, object]:
-    """Import the job's module and load its model on `device`, in eval mode."""
-    module = import_hear_module(job.module)
-    return module, load_hear_model(module, job.model_path, device)
+def load(spec: ModelSpec, device: str) -> tuple[ModuleType, object]:
+    """Import the spec's module and load its model on `device`, in eval mode.
+
+    Raises kit.hear.UsageError in one line when the module cannot be imported or its
+    load_model fails (a missing, truncated or corrupt --model file, missing weights).
+    """
+    module = import_hear_module(spec.module)
+    try:
+        return module, load_hear_model(module, spec.model_path, device)
+    except Exception as e:  # any error of the module's own loader: the weights or the environment
+        given = f"--model {spec.model_path!r}" if spec.model_path else "its default weights (no --model)"
+        reason = " ".join(f"{type(e).__name__}: {e}".split())  # one line
+        raise UsageError(
+            f"{spec.module}.load_model could not load {given}: {reason}; check the file, or give another --model"
+        ) from None
 
 
-def header_of(job_module: str, model, model_path: str) -> Header:
+def header_of(module_name: str, model, model_path: str) -> Header:
     """The output header of a loaded model. Raises kit.hear.UsageError when the model lacks
     the HEAR attributes (sample_rate, timestamp_embedding_size, scene_embedding_size)."""
     missing = [a for a in ("sample_rate", "timestamp_embedding_size", "scene_embedding_size") if not hasattr(model, a)]
     if missing:
         raise UsageError(
-            f"the model of {job_module!r} has no {', '.join(missing)}: the HEAR API requires them, "
-            "and a Parquet output needs the embedding sizes up front"
+            f"the model of {module_name!r} has no {', '.join(missing)}: the HEAR API requires them, "
+            "and both output formats record them up front"
         )
     return Header(
-        job_module,
+        module_name,
         weights_identity(model, model_path),
         int(model.sample_rate),
         int(model.timestamp_embedding_size),
@@ -174,6 +217,8 @@ def embed_unit(
 
     Files of equal length go through the module in one call of each HEAR function; a call
     that fails is retried one file at a time, and a file that fails alone gets an error row.
+    A file whose outputs hold NaN or infinite values gets an error row: neither format ever
+    stores a non-finite embedding.
     """
     results: dict[int, dict | str] = {}
     by_length: dict[int, list[int]] = {}
@@ -195,7 +240,7 @@ def embed_unit(
                 results[indices[0]] = f"embedding failed: {type(e).__name__}: {e}"
             return
         for i, a in zip(indices, arrays):
-            results[i] = a
+            results[i] = _non_finite(a) or a
 
     for indices in by_length.values():
         run(indices)
@@ -205,6 +250,7 @@ def embed_unit(
         r = results[i]
         row = {
             "path": s.path,
+            "source": s.file,
             "size": s.size,
             "mtime_ns": s.mtime_ns,
             "sample_rate": s.sample_rate,
@@ -216,3 +262,69 @@ def embed_unit(
             row.update(r)
         rows.append(row)
     return rows
+
+
+def _non_finite(arrays: dict[str, np.ndarray]) -> str | None:
+    """The error of a clip whose outputs are not all finite, else None."""
+    bad = {k: int(np.size(a) - np.count_nonzero(np.isfinite(a))) for k, a in arrays.items()}
+    if not any(bad.values()):
+        return None
+    counts = ", ".join(f"{n} of {np.size(arrays[k])} in {k}" for k, n in bad.items() if n)
+    return f"embedding failed: the module returned NaN or infinite values ({counts}); nothing is stored for this file"
+
+
+def embed_units(
+    units: list[list[Source]], header: Header, module: ModuleType, model, device: str | torch.device
+) -> Iterator[list[dict]]:
+    """Decode and embed `units` one after the other in this process, with the loaded `module`
+    and `model` (on `device`): the rows of each unit (embed_unit), unit by unit."""
+    dev = torch.device(device)
+    for unit in units:
+        yield embed_unit(decode_unit(unit, header.sample_rate), module, model, dev, header.weights_sha256)
+
+
+def check_out(out: str | os.PathLike) -> Path:
+    """`--out` as a Path; UsageError when it exists and is not a folder."""
+    path = Path(out)
+    if os.path.lexists(path) and not path.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder: give a new folder, or one tympan embed wrote")
+    return path
+
+
+class FolderLock:
+    """An exclusive flock on OUT/.lock for the run that writes OUT (released by the kernel when
+    the process dies, so a killed run never blocks the next). A context manager; raises
+    UsageError when another run holds it."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        self.out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(
+                f"another tympan embed is writing to {self.out} (it holds {self.out / LOCK}); "
+                "wait for it to finish or stop it, then run again"
+            ) from None
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether the paths `a` and `b` name one file (equal, or both exist and are the same inode)."""
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -42,12 +42,9 @@ on samples k * 882 + 1024 (i - 49.5), i = 0 .. 99, of the 44.1 kHz signal (882 s
 20 ms). A block per grid frame would run the CNN (about 1.9 GMAC per block) 50 times per
 second of audio, so blocks are centred on every STRIDE-th grid frame (STRIDE = 11, every
 220 ms, about a tenth of the block) and each frame takes the nearest one: a frame's block
-is centred at most 100 ms away, 4 % of the block's length. Measured with one thread on this
-shared 2-core machine (load 4-6), 1 minute of noise: a block costs 80-90 ms with its front
-end, so a block per grid frame would take about 4.5 minutes per minute of audio; STRIDE 5
-(every 100 ms, the finest hop aisfx's tutorial uses) took 49-54 s per minute, STRIDE 11 takes
-under half of that, which is what lets the 1 h of event-task audio of the offline suite be
-embedded in one sitting; the scene embedding takes 4-4.5 s per minute.
+is centred at most 100 ms away, 4 % of the block's length. The stride trades timing
+precision for speed (measured costs per stride: docs/experts.md, "Why the experts'
+strides").
 
 Scene embedding: the mean over the native blocks (hop 50 frames, last partial block dropped,
 so up to 1.16 s at the end is not seen, as in aisfx) of the sound resampled to 44.1 kHz: one
@@ -75,9 +72,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tympan.audio import HOP, SAMPLE_RATE, n_frames
+from tympan.audio import HOP, SAMPLE_RATE, n_frames, widened
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel, resample
+from tympan.experts.common import resample
+from tympan.model import GridModel
 
 CACHE_KEY = "aisfx"
 
@@ -248,7 +246,7 @@ def resampled_spans(sound: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
     return span
 
 
-class Aisfx(ExpertModel):
+class Aisfx(GridModel):
     """HEAR model: 512-d timestamp embeddings every 20 ms (blocks centred on every STRIDE-th grid
     frame, nearest one per frame) and the 512-d mean of the native block embeddings as scene."""
 
@@ -263,9 +261,10 @@ class Aisfx(ExpertModel):
         self.register_buffer("mel_filters", mel_filters().clone(), persistent=False)
 
     def spectrogram(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (..., 2048) of 44.1 kHz samples -> normalised log-mel (..., 96) float32."""
+        """frames (..., 2048) of 44.1 kHz samples -> normalised log-mel (..., 96) float32. Float64
+        frames (a sound louder than SAFE_PEAK: audio.widened) are analysed in float64."""
         power = torch.fft.rfft(frames * self.window).abs().square()
-        return torch.log10(power @ self.mel_filters * LOG_SCALE + 1.0) / SPEC_MAX
+        return (torch.log10(power @ self.mel_filters.to(power.dtype) * LOG_SCALE + 1.0) / SPEC_MAX).to(torch.float32)
 
     def blocks(self, span: Callable[[int, int], torch.Tensor], starts: list[int]) -> Iterator[torch.Tensor]:
         """Embeddings of the blocks whose first frames start at 44.1 kHz samples `starts`
@@ -282,7 +281,7 @@ class Aisfx(ExpertModel):
         """sound (n_samples,) at 16 kHz -> yields (n, 512) for consecutive grid frames: frame k takes
         the block centred on grid frame STRIDE * round(k / STRIDE)."""
         n = n_frames(sound.shape[0])
-        span = resampled_spans(sound)
+        span = resampled_spans(widened(sound))  # resampled and squared without overflow
         half = STRIDE // 2  # frames j * STRIDE - half .. j * STRIDE + half take the block of anchor j
         n_anchors = (n - 1 + half) // STRIDE + 1
         for j0 in range(0, n_anchors, BATCH):
@@ -296,7 +295,7 @@ class Aisfx(ExpertModel):
         """sound (n_samples,) at 16 kHz -> (512,): mean of the native block embeddings of the sound
         at 44.1 kHz, accumulated in float64 batch by batch."""
         starts = native_block_starts(-(-sound.shape[0] * UP // DOWN))
-        total = sum(e.double().sum(dim=0) for e in self.blocks(resampled_spans(sound), starts))
+        total = sum(e.double().sum(dim=0) for e in self.blocks(resampled_spans(widened(sound)), starts))
         return (total / len(starts)).float()
 
 
@@ -316,10 +315,9 @@ class AisfxLocal(Aisfx):
     8 spectrogram frames (186 ms) and sees 2 x 37 frames (1.7 s) of context; the clip is
     taken as surrounded by silence, and the map is computed in chunks of LOCAL_CHUNK columns
     with LOCAL_MARGIN frames of context each side, so its values do not depend on the chunk
-    size or the clip's length beyond that reach. A single pass over the clip: about a ninth of
-    the time of Aisfx's blocks every 220 ms, which overlap by 90 % (127 s against 1108 s for
-    the timestamps of 20 minutes, docs/experts.md). The scene embedding is
-    Aisfx's (the mean of the native block embeddings)."""
+    size or the clip's length beyond that reach. A single pass over the clip, where Aisfx's
+    blocks every 220 ms overlap by 90 %, so it costs a fraction of their time (docs/experts.md).
+    The scene embedding is Aisfx's (the mean of the native block embeddings)."""
 
     @staticmethod
     def column_of_frame(k: torch.Tensor) -> torch.Tensor:
@@ -339,7 +337,7 @@ class AisfxLocal(Aisfx):
     def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
         """sound (n_samples,) at 16 kHz -> yields (n, 512) for consecutive grid frames."""
         n = n_frames(sound.shape[0])
-        span = resampled_spans(sound)
+        span = resampled_spans(widened(sound))
         column = self.column_of_frame(torch.arange(n, device=self._device()))
         n_columns = int(column[-1]) + 1
         k0 = 0

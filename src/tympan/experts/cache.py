@@ -34,7 +34,7 @@ import torch
 from tympan.checksum import sha256_file
 from tympan.experts import EXPERTS, Expert
 from tympan.io import atomic_write, atomic_write_json
-from tympan.model import WeightsError
+from tympan.model import WeightsError, verify_archive
 
 PROVENANCE = "provenance.json"
 FORMAT = "tympan-expert-weights/1"
@@ -192,12 +192,15 @@ def load_state_dict(key: str, directory: str | os.PathLike | None = None) -> dic
 
 
 def load_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A converted state_dict from an explicit file (tensors only: weights_only=True)."""
+    """A converted state_dict from an explicit file (tensors only: weights_only=True), after
+    checking the file's zip structure and CRC-32s (model.verify_archive): a damaged file is a
+    WeightsError, never other weights."""
     fix = "fetch it again (`tympan experts fetch`) or pass the file that command wrote"
+    if not os.path.isfile(path):
+        raise WeightsError(f"expert weights file {path} does not exist; {fix}")
+    verify_archive(path, fix, "expert weights file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"expert weights file {path} does not exist; {fix}") from None
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise WeightsError(
             f"{path} is not a converted expert weights file ({type(err).__name__}: {err}); {fix}"
@@ -223,7 +226,7 @@ def describe(directory: str | os.PathLike | None = None) -> str:
 
 
 def main(args) -> int:
-    """`tympan experts fetch | list | pack` (cli.py declares the arguments)."""
+    """`tympan experts fetch | list` (cli.py declares the arguments, and dispatches `pack` to tympan.fusion)."""
     if args.experts_command == "fetch":
         try:
             fetch(args.dir, args.expert, args.wheels)
@@ -234,16 +237,5 @@ def main(args) -> int:
         return 0
     if args.experts_command == "list":
         print(describe(args.dir))
-        return 0
-    if args.experts_command == "pack":
-        from tympan import fusion
-
-        blocks = args.blocks.split(",") if args.blocks else None
-        try:
-            digest = fusion.pack(args.out, args.dir, blocks)
-        except (ExpertWeightsMissing, WeightsError, ValueError) as err:
-            print(f"tympan experts pack: {err.args[0] if err.args else err}", file=sys.stderr)
-            return 1
-        print(f"wrote {args.out} (sha256 {digest})")
         return 0
     raise AssertionError(f"unhandled experts command {args.experts_command!r}")

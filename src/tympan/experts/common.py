@@ -1,10 +1,9 @@
-"""What the experts share: the HEAR plumbing on tympan's grid, centred windows, resampling.
+"""What the experts share: windows centred on tympan's grid, Slaney mel filters, resampling.
 
-Every expert model subclasses ExpertModel and implements `chunks(sound)`, yielding its frame
-embeddings on tympan's grid (frame k centred on sample k * HOP, audio.py) chunk by chunk, so
-a 20-minute clip never holds all intermediate activations at once. ExpertModel turns that
-into HEAR's timestamp embeddings and, unless the expert overrides `scene(sound)`, into a
-mean + std scene embedding.
+Every expert model subclasses model.GridModel (the HEAR plumbing on tympan's grid) and
+implements `chunks(sound)`, yielding its frame embeddings on tympan's grid (frame k centred on
+sample k * HOP, audio.py) chunk by chunk, so a 20-minute clip never holds all intermediate
+activations at once.
 """
 
 from __future__ import annotations
@@ -16,66 +15,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from tympan.audio import HOP, SAMPLE_RATE, check_audio, n_frames, timestamps_ms
-from tympan.model import pool_mean_std
-
-
-class ExpertModel(torch.nn.Module):
-    """Base of the experts' HEAR models: 16 kHz input, one embedding every 20 ms.
-
-    Subclasses set timestamp_embedding_size and scene_embedding_size and implement
-    chunks(sound); they may override scene(sound).
-    """
-
-    sample_rate = SAMPLE_RATE
-    timestamp_embedding_size: int
-    scene_embedding_size: int
-
-    def _device(self) -> torch.device:
-        tensor = next(iter(self.parameters()), None)
-        if tensor is None:
-            tensor = next(iter(self.buffers()))
-        return tensor.device
-
-    def _checked(self, audio) -> torch.Tensor:
-        if isinstance(audio, torch.Tensor) and audio.device != self._device():
-            raise ValueError(
-                f"audio is on {audio.device} but the model is on {self._device()}; "
-                "move one of them, e.g. model.to(audio.device)"
-            )
-        return check_audio(audio).to(self._device())
-
-    def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
-        """sound (n_samples,) float32 -> yields (n_i, timestamp_embedding_size) for consecutive
-        grid frames; together they cover frames 0 .. n_frames(n_samples) - 1."""
-        raise NotImplementedError
-
-    def scene(self, sound: torch.Tensor) -> torch.Tensor:
-        """sound (n_samples,) -> (scene_embedding_size,): by default mean and std over frames."""
-        return pool_mean_std(self.chunks(sound))
-
-    @torch.no_grad()
-    def timestamp_embeddings(self, audio) -> tuple[torch.Tensor, torch.Tensor]:
-        """audio (n_sounds, n_samples) -> embeddings (n_sounds, n_frames, D) float32 and
-        timestamps (n_sounds, n_frames) float32 ms, n_frames = n_samples // 320 + 1."""
-        audio = self._checked(audio)
-        n_sounds, n_samples = audio.shape
-        n = n_frames(n_samples)
-        out = torch.empty(n_sounds, n, self.timestamp_embedding_size, dtype=torch.float32, device=audio.device)
-        for i in range(n_sounds):  # one sound at a time: outputs never depend on the batch
-            k = 0
-            for emb in self.chunks(audio[i]):
-                out[i, k : k + emb.shape[0]] = emb
-                k += emb.shape[0]
-            if k != n:
-                raise RuntimeError(f"{type(self).__name__}.chunks gave {k} frames for {n_samples} samples, not {n}")
-        return out, timestamps_ms(n, audio.device).expand(n_sounds, n).contiguous()
-
-    @torch.no_grad()
-    def scene_embeddings(self, audio) -> torch.Tensor:
-        """audio (n_sounds, n_samples) -> (n_sounds, scene_embedding_size) float32."""
-        audio = self._checked(audio)
-        return torch.stack([self.scene(sound).float() for sound in audio])
+from tympan.audio import HOP, n_frames
 
 
 @lru_cache(maxsize=8)

@@ -25,11 +25,8 @@ Salience: `model.chunks(sound, salience=True)` yields (embedding (n, D), salienc
 the same grid, for the fusion; `model.chunks(sound)` yields the embeddings alone (HEAR), skipping the
 6th block and the classifier.
 
-Measured speed (1 thread of the 2-core development machine while other jobs loaded it, load 3-6;
-1 minute of noise = 3001 windows): tiny 4.6-5.5 s per minute of audio (timestamp, scene, or with the
-salience; up to 12.5 s at the busiest), peak RSS 0.33 GiB; full 104-114 s per minute (up to 199 s),
-peak RSS 0.68 GiB. Tiny is about 21x faster, not 38x as its multiply-adds (36 M vs 1342 M a window)
-would say: its small convolutions use the CPU less well.
+Cost: 36 M multiply-adds a window for tiny, 1342 M for full, one window per 20 ms; load_model("")
+gives tiny because full is about 20x slower on CPU (measured speeds: docs/experts.md).
 """
 
 from __future__ import annotations
@@ -41,8 +38,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tympan.audio import widened
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel, centred_windows, frame_ranges, grid_centres
+from tympan.experts.common import centred_windows, frame_ranges, grid_centres
+from tympan.model import GridModel
 
 WINDOW = 1024  # samples per analysis window (64 ms)
 PITCH_BINS = 360  # salience bins, 20 cents apart
@@ -169,7 +168,7 @@ def convert(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-class Crepe(ExpertModel):
+class Crepe(GridModel):
     """HEAR model: 16 kHz mono -> CREPE embeddings every 20 ms (D = 64 x capacity), scene 2 x D.
 
     chunks(sound) yields embeddings; chunks(sound, salience=True) yields (embedding, salience) pairs.
@@ -187,7 +186,8 @@ class Crepe(ExpertModel):
 
     @torch.no_grad()  # a frozen expert: callers (HEAR, the fusion) never need its gradients
     def _outputs(self, sound: torch.Tensor, centres: torch.Tensor, salience: bool):
-        x = normalise(centred_windows(sound, WINDOW, centres))
+        # float64 windows of a sound louder than SAFE_PEAK (widened) are normalised before float32
+        x = normalise(centred_windows(sound, WINDOW, centres)).to(torch.float32)
         if salience:
             return self.net(x)
         return self.net.embed(x)
@@ -195,6 +195,7 @@ class Crepe(ExpertModel):
     def chunks(self, sound: torch.Tensor, salience: bool = False) -> Iterator:
         """sound (n_samples,) 16 kHz -> yields, for consecutive grid frames (window centred on k * 320),
         embeddings (n_i, D) float32, or with salience=True pairs (embeddings (n_i, D), salience (n_i, 360))."""
+        sound = widened(sound)  # the windows' sums of squares cannot overflow
         for k0, k1 in frame_ranges(sound.shape[0], self.chunk_frames):
             yield self._outputs(sound, grid_centres(k0, k1, sound.device), salience)
 
@@ -212,7 +213,7 @@ def native_outputs(audio, model: Crepe, hop_length: int = NATIVE_HOP) -> tuple[t
         raise ValueError(
             f"native_outputs takes one sound (n_samples,), got shape {tuple(audio.shape)}; loop over sounds"
         )
-    sound = model._checked(audio[None])[0]
+    sound = widened(model._checked(audio[None])[0])
     n = 1 + sound.shape[0] // hop_length
     embeddings, saliences = [], []
     for i0 in range(0, n, model.chunk_frames):

@@ -37,9 +37,9 @@ rounding (tests/test_expert_fcpe.py checks it); the cost is one extra front end 
 convolution (about 3 % of the network) and 184 overlap frames per chunk (6 % at 1500 grid
 frames per chunk).
 
-Cost: every 10 ms frame goes through the network, about 65 G multiply-adds per minute of audio;
-measured 5.1 s (timestamp) and 5.6 s (scene) per minute of noise on one CPU thread of a loaded
-2-core machine (the convolutions and the pointwise matrix products take nearly all of it).
+Cost: every 10 ms frame goes through the network, about 65 G multiply-adds per minute of audio,
+nearly all of it in the convolutions and the pointwise matrix products (measured speed:
+docs/experts.md).
 
 Scene embedding: FCPE has no clip-level output, so it is the mean and standard deviation of
 the hidden state over the grid frames (1024 = 2 x 512).
@@ -53,9 +53,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tympan.audio import HOP, SAMPLE_RATE
+from tympan.audio import HOP, SAMPLE_RATE, widened
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel, centred_windows, frame_ranges, slaney_mel_filters
+from tympan.experts.common import centred_windows, frame_ranges, slaney_mel_filters
+from tympan.model import GridModel
 
 CACHE_KEY = "fcpe"
 
@@ -192,7 +193,7 @@ class FCPENet(nn.Module):
         return torch.where(peak[..., 0] > threshold, f0, torch.zeros_like(f0))
 
 
-class FCPE(ExpertModel):
+class FCPE(GridModel):
     """HEAR model: 16 kHz audio -> FCPE's hidden state every 20 ms (512-d), scene = its mean and std (1024-d).
 
     `chunks(sound, salience=True)` also gives the pitch salience (360 bins) on the same grid frames.
@@ -211,10 +212,11 @@ class FCPE(ExpertModel):
         )
 
     def log_mel(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (T, N_FFT) of samples -> log-mel (T, n_mels), torchfcpe's conventions."""
+        """frames (T, N_FFT) of samples -> log-mel (T, n_mels) float32, torchfcpe's conventions.
+        Float64 frames (a sound louder than SAFE_PEAK: audio.widened) are analysed in float64."""
         spec = torch.fft.rfft(frames * self.window)
         magnitude = torch.sqrt(spec.real.square() + spec.imag.square() + MAG_EPS)
-        return torch.log(torch.clamp(magnitude @ self.mel_filters, min=LOG_FLOOR))
+        return torch.log(torch.clamp(magnitude @ self.mel_filters.to(magnitude.dtype), min=LOG_FLOOR)).to(torch.float32)
 
     def _centred_mel(self, sound: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """Log-mel (hi - lo, n_mels) of native frames lo .. hi-1, frame j centred on sample j * 160."""
@@ -249,6 +251,7 @@ class FCPE(ExpertModel):
         re 10 Hz (32.70 - 1975.5 Hz in 20-cent steps); self.net.decode_f0(salience) gives Hz.
         """
         n_native = sound.shape[0] // NATIVE_HOP + 1  # native frames centred in [0, n_samples]
+        sound = widened(sound)  # squared spectra of a very loud sound cannot overflow
         stats = self._group_stats(sound, n_native)
         m = self.net.margin
         for k0, k1 in frame_ranges(sound.shape[0], self.chunk_frames):

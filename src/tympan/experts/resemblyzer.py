@@ -34,11 +34,9 @@ Timestamp embeddings: the embedding of grid frame k is that of a partial (160 me
 frame: its centre falls 5 ms before k * 20 ms). A partial per grid frame would be 1.6 s of
 LSTM work per 20 ms, so partials are computed on every STRIDE-th grid frame (STRIDE = 4,
 every 80 ms) and each frame takes the nearest one (ties to the earlier): the partial a frame
-gets is centred at most 2 grid frames (40 ms, 2.5 % of its length) from the one centred on it. Measured with one torch thread on this project's
-2-core machine while other jobs loaded it (so upper bounds), seconds per minute of audio:
-partials on every grid frame 34, every 2nd 18, every 4th 7.4-14, every 8th 4.3 (the scene
-embedding: 0.75). STRIDE 4 keeps the nearest-partial shift (<= 2 grid frames) within HEAR's
-tightest onset tolerance (50 ms) at a quarter of the cost of a partial per frame.
+gets is centred at most 2 grid frames (40 ms, 2.5 % of its length) from the one centred on
+it. STRIDE 4 keeps that shift within HEAR's tightest onset tolerance (50 ms) at a quarter of
+the cost of a partial per frame (measured costs per stride: docs/experts.md).
 
 Scene embedding: the utterance embedding, as resemblyzer designed it (partials at its 1.3 per
 second rate, averaged and L2-normalised), of the volume-normalised sound: 256-d.
@@ -50,14 +48,16 @@ the scene embedding accumulates a float64 sum of partial embeddings batch by bat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from tympan.audio import HOP, SAMPLE_RATE
+from tympan.audio import HOP, SAMPLE_RATE, SAFE_PEAK
 from tympan.experts import cache
-from tympan.experts.common import ExpertModel, centred_windows, frame_ranges, slaney_mel_filters
+from tympan.experts.common import centred_windows, frame_ranges, slaney_mel_filters
+from tympan.model import GridModel
 
 CACHE_KEY = "resemblyzer"
 
@@ -80,6 +80,10 @@ CHUNK_FRAMES = 1024  # grid frames per timestamp chunk (20.48 s); a multiple of 
 assert CHUNK_FRAMES % STRIDE == 0
 BATCH = 128  # partials per LSTM call: bounds the activations (about 100 MB)
 NORM_FLOOR = 1e-12  # an all-zero ReLU output stays zero instead of 0 / 0
+# Largest gain applied to the float32 mel. A sound quiet enough to need more (RMS below about
+# 3e-14, near float32's denormals) has mel powers that underflow float32 and a squared gain that
+# overflows it (0 x inf = NaN), so its gain is applied to the float64 power spectrum instead.
+MAX_FLOAT32_GAIN = 2.0**40
 
 
 def partial_starts(n_samples: int, rate: float = RATE, min_coverage: float = MIN_COVERAGE) -> list[int]:
@@ -134,7 +138,7 @@ class SpeakerEncoder(nn.Module):
         return embedding / embedding.norm(dim=1, keepdim=True).clamp_min(NORM_FLOOR)
 
 
-class Resemblyzer(ExpertModel):
+class Resemblyzer(GridModel):
     """HEAR model: 256-d timestamp embeddings every 20 ms (partials centred on every STRIDE-th
     grid frame, nearest one per frame) and the 256-d utterance embedding as scene embedding."""
 
@@ -147,22 +151,29 @@ class Resemblyzer(ExpertModel):
         self.register_buffer("mel_filters", slaney_mel_filters(SAMPLE_RATE, N_FFT, N_MELS).clone(), persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT, periodic=True, dtype=torch.float64), persistent=False)
 
-    def mel(self, sound: torch.Tensor, first: int, count: int) -> torch.Tensor:
-        """Mel frames first .. first + count - 1 of `sound` (n_samples,): (count, 40) float32.
+    def mel(self, sound: torch.Tensor, first: int, count: int, power_gain: float = 1.0) -> torch.Tensor:
+        """Mel frames first .. first + count - 1 of `sound` (n_samples,): (count, 40) float32, of
+        the sound scaled by sqrt(power_gain) (applied to the float64 power spectrum).
 
         Frame j is centred on sample j * MEL_HOP with zeros outside the clip, so frames before
         the start (j < 0) or past the end are defined too (they see silence)."""
         centres = (torch.arange(first, first + count, device=sound.device) * MEL_HOP).to(torch.int64)
         frames = centred_windows(sound, N_FFT, centres).double() * self.window
-        power = torch.fft.rfft(frames).abs().square().float()
-        return power @ self.mel_filters
+        power = torch.fft.rfft(frames).abs().square()
+        if power_gain != 1.0:
+            power = power * power_gain
+        return power.float() @ self.mel_filters
 
     def partials(self, sound: torch.Tensor, starts: list[int], gain: float = 1.0) -> Iterator[torch.Tensor]:
         """Partial embeddings of the partials starting at mel frames `starts` (ascending), batch by
         batch: yields (<= BATCH, 256). `gain` scales the sound (the mel by gain^2)."""
         for b in range(0, len(starts), BATCH):
             batch = starts[b : b + BATCH]
-            mel = self.mel(sound, batch[0], batch[-1] - batch[0] + PARTIAL_FRAMES) * (gain * gain)
+            count = batch[-1] - batch[0] + PARTIAL_FRAMES
+            if 1.0 <= gain <= MAX_FLOAT32_GAIN:  # every ordinary sound: the gain on the float32 mel
+                mel = self.mel(sound, batch[0], count) * (gain * gain)
+            else:  # near-denormal or louder than SAFE_PEAK: the float32 mel would underflow or overflow
+                mel = self.mel(sound, batch[0], count, gain * gain)
             offsets = torch.tensor(batch, device=sound.device) - batch[0]
             idx = offsets[:, None] + torch.arange(PARTIAL_FRAMES, device=sound.device)[None, :]
             yield self.encoder(mel[idx])
@@ -190,7 +201,15 @@ class Resemblyzer(ExpertModel):
 
 def volume_gain(sound: torch.Tensor) -> float:
     """preprocess_wav's volume normalisation as one factor: raise the RMS of `sound` to
-    TARGET_DBFS, never lower it; 1 for a silent sound (whose level cannot be raised)."""
+    TARGET_DBFS, never lower it; 1 for a silent sound (whose level cannot be raised).
+
+    Beyond resemblyzer: a sound whose peak exceeds SAFE_PEAK (2^40, 220 dB above full scale) is
+    lowered by a power of two to a peak of at most SAFE_PEAK, since the float32 LSTM cannot take
+    its mel powers (up to 1e82); its first layer's gates are saturated at either level."""
+    low, high = torch.aminmax(sound)
+    peak = max(-float(low), float(high))
+    if peak > SAFE_PEAK:
+        return 2.0 ** -math.ceil(math.log2(peak / SAFE_PEAK))
     rms = float(sound.double().square().mean().sqrt())
     target = 10.0 ** (TARGET_DBFS / 20.0)
     return target / rms if 0.0 < rms < target else 1.0

@@ -1,1 +1,2 @@
-"""Tools around HEAR modules: `validate` (strict API checks), `embed` (files to embeddings)."""
+"""Tools around any HEAR module: `validate` (strict API checks), `evaluate` (HEAR's protocol:
+tasks, downstream MLP, metrics), `report` (comparisons), and `hear` (running a module)."""

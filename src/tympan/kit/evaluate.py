@@ -20,11 +20,25 @@ For every task folder under DIR (HEAR format, kit/tasks.py):
    are decoded into events first, with the post-processing (median filter, minimum
    duration) that scores best on the validation split at the best checkpoint, as heareval.
 
+Every selected task is checked whole before anything is embedded (kit/tasks.py: metadata,
+splits present and non-empty, metric names known, every audio header's channels, rate and
+length), so a bad task stops the run at once with the file named (exit code 2).
+
 Writes OUT/results.json (per task: scores per fold and their mean and std, the primary
 metric first; the chosen configuration; timings; plus the module, weights SHA-256, package
 versions, git revision, seed, date) and OUT/results.md; each test split's predictions go to
 <split>.predictions.pkl beside the embeddings (keep_test_predictions), for `tympan report`.
-A task already scored (OUT/tasks/<task>.json) is not redone.
+
+Reuse and provenance. A task already scored (OUT/tasks/<task>.json) is not redone, and
+embeddings already written under OUT/embeddings/<module>/<task>/ are not recomputed, but
+only for the same run: each task result records what produced it (module, model argument,
+weights identity by tympan.checksum.weights_identity, seed, grid, and the task's identity
+by kit.tasks.task_identity), and each embeddings folder its module, weights and task
+identity (provenance.json, written before the first embedding). When any of them differs
+from this run's, evaluate refuses before doing any work and names the difference and the
+fix (another --out, or deleting what it names): it never mixes two runs in one folder and
+never deletes a result it did not make in this run. Results and embeddings from an older
+tympan that recorded no provenance are refused the same way.
 """
 
 from __future__ import annotations
@@ -50,13 +64,24 @@ import torch
 from tympan.checksum import weights_identity
 from tympan.io import atomic_write, atomic_write_json
 from tympan.kit import downstream, metrics
-from tympan.kit.hear import UsageError, import_hear_module, load_hear_model
-from tympan.kit.tasks import Task, TaskFormatError, data_splits, frame_targets, list_tasks, read_task, scene_targets
+from tympan.kit.hear import UsageError, check_device, import_hear_module, load_hear_model
+from tympan.kit.tasks import (
+    Task,
+    TaskFormatError,
+    check_clips,
+    data_splits,
+    frame_targets,
+    list_tasks,
+    read_task,
+    scene_targets,
+    task_identity,
+)
 
 # heareval's default post-processing grid for event tasks; a task may replace it through
 # evaluation_params["event_postprocessing_grid"].
 EVENT_POSTPROCESSING_GRID = {"median_filter_ms": [250], "min_duration": [125, 250]}
 EMBEDDING_SEED = 0  # heareval shuffles each split's files with random.Random(0) before stacking
+PROVENANCE_FILE = "provenance.json"  # in an embeddings folder: what its embeddings were made from
 
 
 def batch_size_for(task: Task, sample_rate: int) -> int:
@@ -66,15 +91,22 @@ def batch_size_for(task: Task, sample_rate: int) -> int:
     return max(1, int(0.7 * (120 / task.sample_duration) * (16000 / sample_rate)))
 
 
-def embed_task(module: ModuleType, model, task: Task, emb_dir: Path, device: torch.device) -> float:
+def embed_task(
+    module: ModuleType, model, task: Task, emb_dir: Path, device: torch.device, provenance: dict | None = None
+) -> float:
     """Embed every split of `task` into `emb_dir` (heareval's layout); returns seconds spent.
 
-    Files already embedded are skipped; splits already stacked are not stacked again.
+    Files already embedded are skipped; splits already stacked are not stacked again: the
+    caller checks first that `emb_dir` holds embeddings of the same module, weights and task
+    (check_reuse). provenance: written to emb_dir/provenance.json when the folder has none.
     """
     import soundfile as sf
 
     start = time.perf_counter()
     emb_dir.mkdir(parents=True, exist_ok=True)
+    if provenance is not None and not (emb_dir / PROVENANCE_FILE).exists():
+        # Before the first embedding, so that files of an interrupted run are attributed too.
+        atomic_write_json(emb_dir / PROVENANCE_FILE, provenance, indent=1)
     for name in ["task_metadata.json", "labelvocabulary.csv"] + [f"{s}.json" for s in task.splits]:
         atomic_write(emb_dir / name, lambda f, src=task.path / name: f.write(src.read_bytes()))
     sample_rate = int(model.sample_rate)
@@ -260,7 +292,8 @@ def score_task(task: Task, emb_dir: Path, grid: str, seed: int, device: str) -> 
             for m in task.evaluation:
                 per_metric[m][fold.test] = metrics.score(m, fold.test_predictions, y, vocab)
         else:
-            best, _ = _best_postprocessing(task, fold.info.valid_predictions, data[fold.valid][2], task.labels[fold.valid])
+            valid = fold.valid
+            best, _ = _best_postprocessing(task, fold.info.valid_predictions, data[valid][2], task.labels[valid])
             postprocessing[fold.test] = best
             predicted = _events_by_file(fold.test_predictions, where, vocab, **best)
             for m in task.evaluation:
@@ -333,6 +366,119 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_metrics(task: Task) -> None:
+    """TaskFormatError naming task_metadata.json when the task lists a metric tympan cannot
+    score, or one for the other kind of task (an event metric on a scene task, or back)."""
+    meta = task.path / "task_metadata.json"
+    for m in task.evaluation:
+        if m not in metrics.METRICS:
+            raise TaskFormatError(meta, "evaluation", f"unknown metric {m!r}; known: {', '.join(metrics.METRICS)}")
+        if (m in metrics.EVENT_METRICS) != (task.embedding_type == "event"):
+            kind = "event" if m in metrics.EVENT_METRICS else "scene"
+            raise TaskFormatError(
+                meta, "evaluation", f"{m!r} is a {kind} metric but embedding_type is {task.embedding_type!r}"
+            )
+
+
+def read_checked_task(path: Path, sample_rate: int) -> Task:
+    """read_task, check_metrics and check_clips: the whole task checked, no audio decoded."""
+    task = read_task(path, sample_rate=sample_rate)
+    check_metrics(task)
+    check_clips(task, sample_rate)
+    return task
+
+
+def _short(value) -> str:
+    """A provenance value for a message: hashes cut to 12 characters."""
+    if isinstance(value, str) and len(value) == 64:
+        return value[:12]
+    return repr(value)
+
+
+def _differences(saved: dict, wanted: dict) -> str:
+    return ", ".join(
+        f"{key} {_short(saved.get(key))} there, {_short(value)} now"
+        for key, value in wanted.items()
+        if saved.get(key) != value
+    )
+
+
+def check_reuse(done: Path, task_provenance: dict, emb_dir: Path, embedding_provenance: dict) -> bool:
+    """Whether the task's saved result `done` may be reused (True) or is still to be made
+    (False); UsageError when `done` or the embeddings in `emb_dir` were made by another run
+    (other module, weights, seed, grid or task data) or record no provenance."""
+    if done.exists():
+        try:
+            saved = json.loads(done.read_text()).get("provenance")
+        except (OSError, json.JSONDecodeError, AttributeError) as e:
+            raise UsageError(
+                f"{done} cannot be read ({type(e).__name__}: {e}); delete it to score the task again"
+            ) from None
+        if saved is None:
+            raise UsageError(
+                f"{done} records no provenance (an older tympan evaluate wrote it), so it cannot be told from "
+                "another run's result; delete it to score the task again, or evaluate into another --out"
+            )
+        if saved != task_provenance:
+            raise UsageError(
+                f"{done} was scored by another run ({_differences(saved, task_provenance)}); evaluate into "
+                f"another --out, or delete {done} to score the task again"
+            )
+    prov = emb_dir / PROVENANCE_FILE
+    if prov.exists():
+        try:
+            saved = json.loads(prov.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UsageError(
+                f"{prov} cannot be read ({type(e).__name__}: {e}); delete {emb_dir} to embed again"
+            ) from None
+        if saved != embedding_provenance:
+            raise UsageError(
+                f"{emb_dir} holds embeddings of another run ({_differences(saved, embedding_provenance)}); "
+                f"evaluate into another --out, or delete {emb_dir} to embed again"
+            )
+    elif emb_dir.is_dir() and any(emb_dir.iterdir()):
+        raise UsageError(
+            f"{emb_dir} holds embeddings without {PROVENANCE_FILE} (an older tympan evaluate wrote them), so they "
+            f"cannot be told from another model's; delete {emb_dir} to embed again, or evaluate into another --out"
+        )
+    return done.exists()
+
+
+def _select_tasks(tasks_dir: Path, task_names: list[str] | None) -> list[Path]:
+    """The task folders to evaluate: those named, else every subfolder of `tasks_dir`, each of
+    which must be a task folder (list_tasks strict)."""
+    if not tasks_dir.is_dir():
+        raise UsageError(
+            f"--tasks {tasks_dir}: no such folder; give the folder holding the task folders "
+            "(e.g. one built by tympan tasks build)"
+        )
+    if not task_names:
+        task_paths = list_tasks(tasks_dir, strict=True)
+        if not task_paths:
+            raise UsageError(f"no task folders (with task_metadata.json) in {tasks_dir}")
+        return task_paths
+    if (tasks_dir / "task_metadata.json").is_file():
+        by_name = {tasks_dir.name: tasks_dir}
+    else:
+        by_name = {p.name: p for p in tasks_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    missing = [n for n in task_names if n not in by_name]
+    if missing:
+        raise UsageError(f"no task {missing} in {tasks_dir}; found {sorted(by_name)}")
+    return [by_name[n] for n in dict.fromkeys(task_names)]
+
+
+def _load_model(module: ModuleType, module_name: str, model_path: str, device: str):
+    """load_hear_model, with a model the module cannot load turned into a one-line UsageError."""
+    try:
+        return load_hear_model(module, model_path, device)
+    except Exception as e:  # a foreign module's loader may raise anything
+        text = (str(e).strip().splitlines() or [""])[0]
+        what = f"--model {model_path}" if model_path else "its default model"
+        fix = "give a weights file this module can load" if model_path else "check the module's installation"
+        raise UsageError(f"{module_name}.load_model cannot load {what} ({type(e).__name__}: {text}); {fix}") from None
+
+
 def evaluate(
     module_name: str,
     tasks_dir: Path,
@@ -347,38 +493,48 @@ def evaluate(
     """Run the whole protocol; returns the results dict also written to OUT/results.json.
 
     `grid` is the downstream grid of every task, `event_grid` (default: `grid`) that of the
-    event tasks, whose frame-level training costs far more on a CPU."""
+    event tasks, whose frame-level training costs far more on a CPU. Everything that can be
+    checked is checked before the first embedding: UsageError for the command line (module,
+    --tasks, --out, --model, results or embeddings in OUT from another run), TaskFormatError
+    naming the file for a malformed task."""
     event_grid = event_grid or grid
+    tasks_dir, out = Path(tasks_dir), Path(out)
     module = import_hear_module(module_name)
-    task_paths = list_tasks(tasks_dir)
-    if task_names:
-        by_name = {p.name: p for p in task_paths}
-        missing = [n for n in task_names if n not in by_name]
-        if missing:
-            raise UsageError(f"no task {missing} in {tasks_dir}; found {sorted(by_name)}")
-        task_paths = [by_name[n] for n in task_names]
-    if not task_paths:
-        raise UsageError(f"no task folders (with task_metadata.json) in {tasks_dir}")
-    model = load_hear_model(module, model_path, device)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder for the embeddings and results (it is created)")
+    task_paths = _select_tasks(tasks_dir, task_names)
+    check_device(device)  # before loading, so that a missing CUDA is not blamed on the model
+    model = _load_model(module, module_name, model_path, device)
+    sample_rate = int(model.sample_rate)
+    weights = weights_identity(model, model_path)
+    selected = [read_checked_task(path, sample_rate) for path in task_paths]
+    plan = []
+    for path, task in zip(task_paths, selected):
+        identity = task_identity(task, sample_rate)
+        task_grid = event_grid if task.embedding_type == "event" else grid
+        task_prov = {
+            "module": module_name, "weights_sha256": weights, "seed": seed, "grid": task_grid, "task_identity": identity
+        }
+        emb_prov = {"module": module_name, "weights_sha256": weights, "task_identity": identity}
+        done = out / "tasks" / f"{path.name}.json"
+        emb_dir = out / "embeddings" / module_name / task.name
+        plan.append((path, task, task_prov, emb_prov, done, emb_dir, check_reuse(done, task_prov, emb_dir, emb_prov)))
     out.mkdir(parents=True, exist_ok=True)
     (out / "tasks").mkdir(exist_ok=True)
     started = time.perf_counter()
     tasks = {}
-    for path in task_paths:
-        done = out / "tasks" / f"{path.name}.json"
-        if done.exists():
+    for path, task, task_prov, emb_prov, done, emb_dir, reuse in plan:
+        if reuse:
             tasks[path.name] = json.loads(done.read_text())
-            print(f"{path.name}: already scored", file=sys.stderr)
+            print(f"{path.name}: already scored by this run's module, weights, seed and grid", file=sys.stderr)
             continue
-        task = read_task(path, sample_rate=int(model.sample_rate))
-        emb_dir = out / "embeddings" / module_name / task.name
         print(f"{task.name}: embedding ...", file=sys.stderr, flush=True)
-        embed_seconds = embed_task(module, model, task, emb_dir, torch.device(device))
+        embed_seconds = embed_task(module, model, task, emb_dir, torch.device(device), emb_prov)
         print(f"{task.name}: training and scoring ...", file=sys.stderr, flush=True)
-        task_grid = event_grid if task.embedding_type == "event" else grid
-        entry = score_task(task, emb_dir, task_grid, seed, device)
-        entry["grid"] = task_grid
+        entry = score_task(task, emb_dir, task_prov["grid"], seed, device)
+        entry["grid"] = task_prov["grid"]
         entry["embedding_seconds"] = round(embed_seconds, 2)
+        entry["provenance"] = task_prov
         atomic_write_json(done, entry, indent=1)
         tasks[path.name] = entry
         p = entry["scores"][entry["primary_metric"]]
@@ -386,7 +542,7 @@ def evaluate(
     results = {
         "module": module_name,
         "model_path": model_path or None,
-        "weights_sha256": weights_identity(model, model_path),
+        "weights_sha256": weights,
         "tasks_dir": str(tasks_dir),
         "seed": seed,
         "grid": grid,
@@ -404,6 +560,8 @@ def evaluate(
 
 
 def main(args: argparse.Namespace) -> int:
+    """`tympan evaluate`: 0 when done; 2 for a usage error or a malformed task (one line on
+    stderr, before any embedding); 130 on Ctrl-C (what is finished is kept: rerun to resume)."""
     try:
         results = evaluate(
             args.module, Path(args.tasks), Path(args.out), args.model, args.task, args.grid, args.seed, args.device,
@@ -412,5 +570,12 @@ def main(args: argparse.Namespace) -> int:
     except (UsageError, TaskFormatError) as e:
         print(f"tympan evaluate: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"tympan evaluate: interrupted; finished embeddings and task scores in {args.out} are kept: "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
     print(results_markdown(results))
     return 0

@@ -3,12 +3,19 @@
 Writes DIR/report.md, a table of every task's primary metric per module, DIR/report.png,
 the same as grouped bars with the std as error bars, and DIR/report.html, one self-contained
 page with the table, charts, confusion matrices, event timelines and embedding maps
-(kit/report_html.py; `--bench FILE` adds benchmarks/long_audio.py's speed and memory rows).
-Results of the same module and weights with different seeds are pooled: a cell is the mean
-± std over every (seed, fold) score and their count, so a trainvaltest task run with two
-seeds shows its seed-to-seed noise. Tasks
-missing from a module's results show as "-" in the table and as no bar in the chart.
+(kit/report_html.py, whose main() runs this one's first; `--bench FILE` adds
+benchmarks/long_audio.py's speed and memory rows).
+Tasks missing from a module's results show as "-" in the table and as no bar in the chart.
 Error rates (lower is better) are marked with a down arrow.
+
+Pooling. Only runs that differ by their seed alone are pooled into one column: same module,
+model argument, weights identity, grid and event grid, and for every task they share the
+same task data (the task identity each task result records; for results written before
+tympan recorded it, the tasks folder's path). A cell is then the mean ± std over every
+(seed, fold) score and their count, so a trainvaltest task run with two seeds shows its
+seed-to-seed noise. Runs that differ in anything else get their own columns, and the
+report says which and why. The same run given twice (same settings and seed on the same
+task data, e.g. one results.json named twice) is refused: its scores would count twice.
 """
 
 from __future__ import annotations
@@ -21,21 +28,59 @@ from pathlib import Path
 from tympan.kit.metrics import LOWER_IS_BETTER
 
 
+class ReportError(ValueError):
+    """Results that cannot be reported: not a results.json, or the same run given twice."""
+
+
 def load(paths: list[str]) -> list[dict]:
-    """Read results.json files; ValueError naming a file that is not one."""
+    """Read results.json files; ReportError naming a file that is not one. Each run gets
+    "results_path": the path it was read from, for messages."""
     runs = []
     for path in paths:
         try:
             data = json.loads(Path(path).read_text())
-            data["tasks"], data["module"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path} is not a results.json written by tympan evaluate ({type(e).__name__}: {e})") from e
+            _check_results(data)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ReportError(
+                f"{path} is not a results.json written by tympan evaluate ({type(e).__name__}: {e}); "
+                "give the OUT/results.json of a finished evaluate run"
+            ) from None
+        data["results_path"] = str(path)
         runs.append(data)
     return runs
 
 
+def _check_results(data) -> None:
+    """Raise KeyError, TypeError or ValueError unless `data` has what the report reads."""
+    if not isinstance(data, dict):
+        raise TypeError(f"the top level is a JSON {type(data).__name__}, not an object")
+    if not isinstance(data["module"], str) or not isinstance(data["tasks"], dict):
+        raise TypeError("'module' must be a string and 'tasks' an object")
+    for name, entry in data["tasks"].items():
+        folds = entry["scores"][entry["primary_metric"]]["folds"]
+        if not isinstance(folds, dict) or not folds:
+            raise ValueError(f"task {name!r} has no fold scores")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in folds.values()):
+            raise TypeError(f"task {name!r} has a fold score that is not a number")
+
+
 def _key(run: dict) -> tuple:
     return run["module"], run.get("model_path") or "", run.get("weights_sha256") or ""
+
+
+def _settings(run: dict) -> tuple:
+    """What must agree, besides each shared task's data, for two runs to be seeds of one."""
+    return _key(run) + (run.get("grid"), run.get("event_grid") or run.get("grid"))
+
+
+def _task_data(run: dict, task: str) -> str:
+    """The identity of the data `task` was evaluated on in `run`."""
+    provenance = run["tasks"][task].get("provenance") or {}
+    return provenance.get("task_identity") or f"{run.get('tasks_dir')}/{task}"
+
+
+def _name(run: dict) -> str:
+    return f"{run.get('results_path', run['module'])} (seed {run.get('seed')})"
 
 
 def _label(run: dict, runs: list[dict]) -> str:
@@ -51,12 +96,74 @@ def _label(run: dict, runs: list[dict]) -> str:
     return run["module"]  # its default weights, beside the same module given a model argument
 
 
+def _grouped(runs: list[dict]) -> tuple[list[list[dict]], list[str]]:
+    """Runs in columns of seeds of one run, in first-seen order, and why runs of the same
+    module and weights were put apart; ReportError for the same run given twice."""
+    groups: list[list[dict]] = []
+    notes: list[str] = []
+    for run in runs:
+        placed, reasons = False, []
+        for group in groups:
+            first = group[0]
+            if _key(first) != _key(run):
+                continue
+            if _settings(first) != _settings(run):
+                g, e = _settings(first)[3:], _settings(run)[3:]
+                reasons.append(f"grid/event grid {g[0]}/{g[1]} in {_name(first)}, {e[0]}/{e[1]} here")
+                continue
+            data = {t: _task_data(r, t) for r in group for t in r["tasks"]}
+            other = sorted(t for t in run["tasks"] if t in data and data[t] != _task_data(run, t))
+            if other:
+                reasons.append(f"other data for task {other[0]} than in {_name(first)} (another suite or version)")
+                continue
+            for r in group:
+                shared = [t for t in run["tasks"] if t in r["tasks"]]
+                if r.get("seed") == run.get("seed") and shared:
+                    raise ReportError(
+                        f"{_name(run)} and {_name(r)} are the same run (module, weights, grid, seed and data of "
+                        f"task {shared[0]}): its scores would count twice; give each run once"
+                    )
+            group.append(run)
+            placed = True
+            break
+        if not placed:
+            groups.append([run])
+            if reasons:
+                notes.append(f"{_name(run)} is not pooled with the runs before it: " + "; ".join(reasons))
+    return groups, notes
+
+
 def columns(runs: list[dict]) -> list[tuple[str, list[dict]]]:
-    """(label, runs of that module and weights: one per seed), in first-seen order."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault(_key(r), []).append(r)
-    return [(_label(group[0], runs), group) for group in groups.values()]
+    """(label, runs that differ by seed alone), in first-seen order; labels are unique.
+
+    Raises ReportError when the same run is given twice."""
+    groups, _ = _grouped(runs)
+    base = [_label(group[0], runs) for group in groups]
+    labels = list(base)
+    for i, group in enumerate(groups):
+        twins = [k for k, label in enumerate(base) if label == base[i]]
+        if len(twins) == 1:
+            continue
+        # Put apart by settings or task data: the label says by what.
+        first, parts = group[0], []
+        if len({_settings(groups[k][0])[3:] for k in twins}) > 1:
+            grid, event_grid = _settings(first)[3:]
+            parts.append(f"grid {grid}" + (f", event grid {event_grid}" if event_grid != grid else ""))
+        if len({groups[k][0].get("tasks_dir") for k in twins}) > 1:
+            parts.append(f"tasks {first.get('tasks_dir')}")
+        labels[i] = f"{base[i]} [{', '.join(parts)}]" if parts else base[i]
+    named = list(labels)
+    for i in range(len(named)):
+        twins = [k for k, label in enumerate(named) if label == named[i]]
+        if len(twins) > 1:
+            labels[i] = f"{named[i]} #{twins.index(i) + 1}"
+    return list(zip(labels, groups))
+
+
+def separations(runs: list[dict]) -> list[str]:
+    """One line per run put apart from earlier runs of the same module and weights: which
+    and why (other grid, other task data)."""
+    return _grouped(runs)[1]
 
 
 def pooled(group: list[dict], task: str) -> tuple[float, float, int] | None:
@@ -118,24 +225,29 @@ def chart(runs: list[dict], path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """`tympan report`: 0 when written; 2 (one line on stderr) for a file that is not a
+    results.json, the same run given twice, or an --out that is not a folder; 130 on Ctrl-C."""
     try:
         runs = load(args.results)
-    except ValueError as e:
+        columns(runs)  # refuses duplicates before anything is written
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ReportError(f"--out {out} is a file; give a folder for report.md and report.png")
+        out.mkdir(parents=True, exist_ok=True)
+        notes = separations(runs)
+        text = table(runs)
+        if notes:
+            text += "\nNot pooled as seeds of one run:\n\n" + "".join(f"- {n}\n" for n in notes)
+        (out / "report.md").write_text(text)
+        chart(runs, out / "report.png")
+    except ReportError as e:
         print(f"tympan report: error: {e}", file=sys.stderr)
         return 2
-    from tympan.kit import report_html
-
-    try:
-        bench = report_html.read_bench(args.bench) if getattr(args, "bench", None) else None
-    except report_html.BenchError as e:
-        print(f"tympan report: error: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    text = table(runs)
-    (out / "report.md").write_text(text)
-    chart(runs, out / "report.png")
-    page = report_html.write(runs, args.results, out, bench)
+    except KeyboardInterrupt:
+        print("tympan report: interrupted", file=sys.stderr)
+        return 130
     print(text)
-    print(f"wrote {out / 'report.md'}, {out / 'report.png'} and {page}", file=sys.stderr)
+    for n in notes:
+        print(f"tympan report: {n}", file=sys.stderr)
+    print(f"wrote {out / 'report.md'} and {out / 'report.png'}", file=sys.stderr)
     return 0

@@ -42,8 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tympan.kit import report
 from tympan.kit.metrics import LOWER_IS_BETTER
-from tympan.kit.report import columns, pooled
+from tympan.kit.report import ReportError, _task_data, columns, pooled
 
 TSNE_MAX_POINTS = 2000  # t-SNE above this many test rows costs minutes on a CPU; PCA only then
 TSNE_MIN_POINTS = 5  # below this, t-SNE's perplexity (< n / 3) leaves nothing to show
@@ -52,7 +53,7 @@ LEGEND_MAX_LABELS = 12  # more labels than this are coloured along a colour scal
 UNIFORM_CHANCE = {"top1_acc", "pitch_acc"}  # chance = 1 / number of labels
 
 
-class BenchError(ValueError):
+class BenchError(ReportError):
     """A --bench file that holds no rows of benchmarks/long_audio.py."""
 
 
@@ -163,21 +164,16 @@ def _test_embeddings(run: Run, task: str) -> tuple[np.ndarray, np.ndarray] | Non
 
 
 def suite_identity(data: dict) -> tuple[str, str | None]:
-    """(suite name, manifest SHA-256 or None) as recorded in the results; a results file
-    that does not record them is named from its tasks' common suffix ("-full"), no hash."""
-    name = data.get("suite") or data.get("suite_name")
-    digest = data.get("manifest_sha256") or data.get("suite_manifest_sha256")
-    if not name:
-        suffixes = {t.rsplit("-", 1)[-1] for t in data.get("tasks", {}) if "-" in t}
-        name = suffixes.pop() if len(suffixes) == 1 else Path(data.get("tasks_dir") or "unknown").name
-    return name, digest
-
-
-def _manifest_now(data: dict) -> str | None:
-    """SHA-256 of the manifest in the results' tasks folder, if readable from here today (it
-    may have changed since the run: shown as such, never used to compare runs)."""
-    manifests = sorted(Path(data["tasks_dir"]).glob("manifest-*.json")) if data.get("tasks_dir") else []
-    return hashlib.sha256(manifests[0].read_bytes()).hexdigest() if manifests else None
+    """(suite name, data hash or None). The name is the tasks' common suffix ("-full"), else
+    the tasks folder's name; the hash, of every task's recorded identity (kit.tasks.task_identity,
+    in each task result's provenance), is None for results that record none (older versions)."""
+    suffixes = {t.rsplit("-", 1)[-1] for t in data.get("tasks", {}) if "-" in t}
+    name = suffixes.pop() if len(suffixes) == 1 else Path(data.get("tasks_dir") or "unknown").name
+    identities = {t: (e.get("provenance") or {}).get("task_identity") for t, e in data.get("tasks", {}).items()}
+    if not identities or None in identities.values():
+        return name, None
+    text = "\n".join(f"{t} {identities[t]}" for t in sorted(identities))
+    return name, hashlib.sha256(text.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- figures (matplotlib)
@@ -394,7 +390,7 @@ def _header(cols, runs_of: dict[int, Run], notes: Notes) -> str:
         first = group[0]
         seeds = sorted({r.get("seed") for r in group}, key=str)
         grids = sorted({f"{r.get('grid', '?')} / {r.get('event_grid', r.get('grid', '?'))}" for r in group})
-        suites = sorted({_suite_text(r) for r in group})
+        suites = sorted({f"{n} ({d[:12] if d else 'not recorded'})" for n, d in map(suite_identity, group)})
         dates = sorted({_date(runs_of[id(r)]) for r in group})
         gits = sorted({(r.get("git_revision") or "not recorded")[:12] for r in group})
         versions = first.get("versions") or {}
@@ -410,17 +406,9 @@ def _header(cols, runs_of: dict[int, Run], notes: Notes) -> str:
         )
     return (
         "<table class=meta><tr><th>column</th><th>module</th><th>model</th><th>weights SHA-256</th><th>seeds</th>"
-        "<th>grid / event grid</th><th>suite (manifest SHA-256)</th><th>device</th><th>date</th><th>git</th>"
+        "<th>grid / event grid</th><th>suite (hash of its task identities)</th><th>device</th><th>date</th><th>git</th>"
         "<th>versions</th></tr>" + "".join(rows) + "</table>"
     )
-
-
-def _suite_text(data: dict) -> str:
-    name, digest = suite_identity(data)
-    if digest:
-        return f"{name} ({digest[:12]})"
-    now = _manifest_now(data)
-    return f"{name} (not recorded; {data['tasks_dir']} has {now[:12]} now)" if now else f"{name} (not recorded)"
 
 
 def _date(run: Run) -> str:
@@ -577,15 +565,14 @@ figcaption{font-size:12px;color:#444;max-width:640px}.missing-figure{color:#8a5a
 """
 
 
-def render(runs: list[dict], sources: list[str | os.PathLike], bench: list[dict] | None = None) -> str:
+def render(runs: list[dict], bench: list[dict] | None = None, separations: list[str] | None = None) -> str:
     """The whole page as one HTML string.
 
-    runs: results.json contents as `tympan.kit.report.load` returns them, sources: the path
-    each was read from (same order), bench: rows from `read_bench` or None.
+    runs: results.json contents as `tympan.kit.report.load` returns them (with "results_path",
+    where each was read from), bench: rows from `read_bench` or None, separations: the lines
+    of `tympan.kit.report.separations` (runs not pooled as seeds, and why).
     """
-    if len(runs) != len(sources):
-        raise ValueError(f"{len(runs)} results but {len(sources)} source paths")
-    runs_of = {id(r): Run(r, Path(s)) for r, s in zip(runs, sources)}
+    runs_of = {id(r): Run(r, Path(r["results_path"])) for r in runs}
     cols = columns(runs)
     tasks = sorted({t for r in runs for t in r["tasks"]})
     notes = Notes()
@@ -597,13 +584,17 @@ def render(runs: list[dict], sources: list[str | os.PathLike], bench: list[dict]
                 vocab[t] = vocab.get(t) or _vocabulary(runs_of[id(r)], t)
                 kept_any[t] = kept_any.get(t) or _predictions(runs_of[id(r)], t)
     header = _header(cols, runs_of, notes)
-    suites = sorted({suite_identity(r) for r in runs}, key=str)
     warn = ""
-    if len(suites) > 1:
-        listed = "; ".join(f"{n} ({d[:12] if d else 'manifest not recorded'})" for n, d in suites)
-        # suites differ by name or recorded manifest; a missing hash never matches a recorded one
-        warn = (f"<div class=warn id=mixed-suites><strong>Results from {len(suites)} different suites:</strong> "
-                f"{_e(listed)}. Scores of different suites are not comparable, even for tasks of the same name.</div>")
+    mixed = [t for t in tasks if len({_task_data(r, t) for r in runs if t in r["tasks"]}) > 1]
+    if mixed:
+        suites = sorted({suite_identity(r) for r in runs}, key=str)
+        listed = "; ".join(f"{n} ({d[:12] if d else 'not recorded'})" for n, d in suites)
+        warn = (f"<div class=warn id=mixed-suites><strong>Results on different data for {len(mixed)} task(s)</strong> "
+                f"({_e(', '.join(mixed))}; suites: {_e(listed)}): scores of different task data are not comparable, "
+                "even under the same task name.</div>")
+    if separations:
+        warn += ("<div class=warn id=separations><strong>Not pooled as seeds of one run:</strong><ul>"
+                 + "".join(f"<li>{_e(n)}</li>" for n in separations) + "</ul></div>")
     sections = []
     for task in tasks:
         metric = _metric(cols, task)
@@ -637,10 +628,10 @@ def render(runs: list[dict], sources: list[str | os.PathLike], bench: list[dict]
     )
 
 
-def write(runs: list[dict], sources: list[str | os.PathLike], out: Path, bench: list[dict] | None = None) -> Path:
+def write(runs: list[dict], out: Path, bench: list[dict] | None = None, separations: list[str] | None = None) -> Path:
     """Write `out/report.html` (see `render`); returns its path."""
     path = Path(out) / "report.html"
-    path.write_text(render(runs, sources, bench), encoding="utf-8")
+    path.write_text(render(runs, bench, separations), encoding="utf-8")
     return path
 
 
@@ -674,3 +665,28 @@ def browse(page: Path, screenshot: Path | None = None, width: int = 1280, height
             subprocess.run([*base, *shot, url], check=True, capture_output=True, timeout=timeout)
         done = subprocess.run([*base, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=timeout)
     return done.stdout
+
+
+def main(args) -> int:
+    """`tympan report`: report.md and report.png (tympan.kit.report.main), then report.html.
+
+    Exit codes as tympan.kit.report.main's; a --bench file without benchmark rows is a
+    usage error (2, one line) found before anything is written."""
+    import sys
+
+    try:
+        bench = read_bench(args.bench) if getattr(args, "bench", None) else None
+    except BenchError as e:
+        print(f"tympan report: error: {e}", file=sys.stderr)
+        return 2
+    code = report.main(args)
+    if code != 0:
+        return code
+    try:
+        runs = report.load(args.results)
+        page = write(runs, Path(args.out), bench, report.separations(runs))
+    except KeyboardInterrupt:
+        print("tympan report: interrupted", file=sys.stderr)
+        return 130
+    print(f"wrote {page}", file=sys.stderr)
+    return 0

@@ -32,6 +32,7 @@ centred exactly on an event's end; the two differ only there.)
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -197,19 +198,90 @@ def read_task(path: str | os.PathLike, sample_rate: int = 16000) -> Task:
     return Task(vocabulary=vocabulary, labels=labels, path=root, **meta)
 
 
-def list_tasks(tasks_dir: str | os.PathLike) -> list[Path]:
+def list_tasks(tasks_dir: str | os.PathLike, strict: bool = False) -> list[Path]:
     """The task folders in `tasks_dir`: its subfolders holding a task_metadata.json, by name.
 
     A task folder given by mistake for its parent is returned alone. Folders are not
-    validated here; `read_task` does that. Raises FileNotFoundError when `tasks_dir` is
-    not a folder.
+    validated here; `read_task` does that. Hidden folders (a build's temporary ones) are
+    never tasks. strict: every other subfolder must be a task folder, so that a damaged task
+    beside good ones is not silently left out of an evaluation; TaskFormatError names the
+    first that is not. Raises FileNotFoundError when `tasks_dir` is not a folder.
     """
     root = Path(tasks_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"tasks folder {root} does not exist or is not a folder")
     if (root / METADATA_FILE).is_file():
         return [root]
-    return sorted(p for p in root.iterdir() if (p / METADATA_FILE).is_file())
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if strict:
+        for p in folders:
+            if not (p / METADATA_FILE).is_file():
+                raise TaskFormatError(
+                    p / METADATA_FILE,
+                    "file",
+                    f"missing: {p.name} is not a HEAR task folder; move it out of {root} or choose tasks by name",
+                )
+    return [p for p in folders if (p / METADATA_FILE).is_file()]
+
+
+def check_clips(task: Task, sample_rate: int) -> None:
+    """Check what `read_task` does not decode: every split lists at least one file, and every
+    audio file's header at `sample_rate` is mono, at that rate, and of the task's length
+    (round(sample_duration * sample_rate) samples) when the task is trimmed, else not empty.
+
+    Reads headers only (soundfile.info), so a task is checked whole before anything is
+    embedded. Raises TaskFormatError naming the split file or the audio file.
+    """
+    sf = require_extra("soundfile")
+    if task.path is None:
+        raise ValueError(f"task {task.name} was not read from a folder; write_task it first")
+    expected = None if task.sample_duration is None else round(task.sample_duration * sample_rate)
+    for split in task.splits:
+        if not task.labels[split]:
+            raise TaskFormatError(
+                task.path / f"{split}.json", "files", f"none: split {split!r} is empty; every split needs clips"
+            )
+        for name in task.labels[split]:
+            path = task.path / str(sample_rate) / split / name
+            try:
+                info = sf.info(str(path))
+            except (RuntimeError, OSError) as e:  # soundfile raises LibsndfileError (a RuntimeError)
+                raise TaskFormatError(path, "audio", f"cannot be read as audio: {e}") from None
+            if info.channels != 1:
+                raise TaskFormatError(path, "channels", f"{info.channels}; HEAR task audio is mono")
+            if info.samplerate != sample_rate:
+                raise TaskFormatError(
+                    path, "sample rate", f"{info.samplerate} Hz in a folder for {sample_rate} Hz"
+                )
+            if expected is not None and info.frames != expected:
+                raise TaskFormatError(
+                    path,
+                    "length",
+                    f"{info.frames} samples; sample_duration {task.sample_duration} s at {sample_rate} Hz "
+                    f"needs {expected}",
+                )
+            if info.frames == 0:
+                raise TaskFormatError(path, "length", "0 samples: the clip is empty")
+
+
+def task_identity(task: Task, sample_rate: int) -> str:
+    """SHA-256 identifying a task's data as an evaluation sees it: the bytes of its metadata,
+    vocabulary and split files, and the name and size of every audio file at `sample_rate`.
+
+    Cheap (no audio is read), so every run can compute it; two suites with the same task
+    names but other clips or labels get other identities. Audio rewritten in place with
+    the same size is not detected.
+    """
+    if task.path is None:
+        raise ValueError(f"task {task.name} was not read from a folder; write_task it first")
+    h = hashlib.sha256()
+    for name in [METADATA_FILE, VOCABULARY_FILE] + [f"{s}.json" for s in task.splits]:
+        h.update(f"{name}|{hashlib.sha256((task.path / name).read_bytes()).hexdigest()}\n".encode())
+    for split in task.splits:
+        for name in sorted(task.labels[split]):
+            size = (task.path / str(sample_rate) / split / name).stat().st_size
+            h.update(f"{sample_rate}/{split}/{name}|{size}\n".encode())
+    return h.hexdigest()
 
 
 def audio_path(task: Task, split: str, file: str, sample_rate: int) -> Path:

@@ -478,19 +478,21 @@ def _is_word(word: str, script: str) -> bool:
 
 
 @lru_cache(maxsize=None)
-def word_pools(language: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def word_pools(language: str, script: str | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Words to build sentences of `language` from: (frequent words, name and number words).
 
     Frequent words: wordfreq's top N_FREQUENT (empty where wordfreq has no list: Marathi,
     Telugu). Names: CLDR display names of languages, territories, scripts, currencies,
     months and weekdays (babel), and num2words' spelling of 0-100 and round hundreds and
-    thousands, split into words. Both sorted, letters of the language's script only.
+    thousands, split into words. Both sorted, letters of the language's script only:
+    `script` (the first word of its letters' Unicode names, e.g. "ARABIC"), by default
+    SCRIPTS' entry for the language, else LATIN.
     """
     import wordfreq
     from babel import Locale
     from num2words import CONVERTER_CLASSES, num2words
 
-    script = SCRIPTS.get(language, "LATIN")
+    script = script or SCRIPTS.get(language, "LATIN")
     frequent = wordfreq.top_n_list(language, N_FREQUENT) if language in wordfreq.available_languages() else []
     if language == "el":  # wordfreq folds final sigma into medial sigma
         frequent = [re.sub("σ$", "ς", w) for w in frequent]

@@ -1,6 +1,6 @@
 """A trivial reference HEAR module: MFCCs on tympan's time grid, scene = their mean and std.
 
-    tympan evaluate tympan.kit.mfcc --tasks DIR --out OUT
+    tympan evaluate tympan.mfcc --tasks DIR --out OUT
 
 It shows how far a 40-number summary of the spectral envelope goes on a task, so that a
 task on which it already scores near the top is known to be too easy, and one on which
@@ -12,11 +12,12 @@ keeping the first 20. No weights: load_model ignores its argument.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 
-from tympan.audio import N_MELS, SAMPLE_RATE, FrontEnd, check_audio, n_frames, timestamps_ms
-from tympan.model import pool_mean_std
+from tympan.audio import N_MELS, FrontEnd
+from tympan.model import GridModel
 
 N_MFCC = 20
 
@@ -30,10 +31,9 @@ def _dct_matrix() -> torch.Tensor:
     return m.float()
 
 
-class MFCC(torch.nn.Module):
+class MFCC(GridModel):
     """HEAR attributes: 16 kHz, 20-d timestamp embeddings every 20 ms, 40-d scene embeddings."""
 
-    sample_rate = SAMPLE_RATE
     timestamp_embedding_size = N_MFCC
     scene_embedding_size = 2 * N_MFCC
 
@@ -42,7 +42,7 @@ class MFCC(torch.nn.Module):
         self.frontend = FrontEnd()
         self.register_buffer("dct", _dct_matrix(), persistent=False)
 
-    def chunks(self, sound: torch.Tensor):
+    def chunks(self, sound: torch.Tensor) -> Iterator[torch.Tensor]:
         """sound (n_samples,) -> yields MFCCs (n, N_MFCC) of consecutive frames."""
         for _, features in self.frontend.chunks(sound):
             yield features[:, :N_MELS] @ self.dct  # the log-mel block comes first
@@ -53,21 +53,11 @@ def load_model(model_file_path: str = "") -> MFCC:
     return MFCC().eval()
 
 
-def _audio(audio, model: MFCC) -> torch.Tensor:
-    return check_audio(audio).to(model.dct.device)
-
-
-@torch.no_grad()
 def get_timestamp_embeddings(audio: torch.Tensor, model: MFCC) -> tuple[torch.Tensor, torch.Tensor]:
     """audio (n_sounds, n_samples) -> MFCCs (n_sounds, n_frames, 20) float32, timestamps (n_sounds, n_frames) ms."""
-    audio = _audio(audio, model)
-    n = n_frames(audio.shape[1])
-    emb = torch.stack([torch.cat(list(model.chunks(sound))) for sound in audio])
-    return emb, timestamps_ms(n, audio.device).expand(audio.shape[0], n).contiguous()
+    return model.timestamp_embeddings(audio)
 
 
-@torch.no_grad()
 def get_scene_embeddings(audio: torch.Tensor, model: MFCC) -> torch.Tensor:
     """audio (n_sounds, n_samples) -> (n_sounds, 40) float32: MFCC mean and std over time."""
-    audio = _audio(audio, model)
-    return torch.stack([pool_mean_std(model.chunks(sound)) for sound in audio])
+    return model.scene_embeddings(audio)

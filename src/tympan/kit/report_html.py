@@ -74,14 +74,22 @@ class Run:
 
 @dataclass
 class Notes:
-    """What the page could not show, and why (listed in the partial-report box)."""
+    """What the page could not show, and why (listed in the partial-report box): one line per
+    column and reason, naming every task it applies to."""
 
-    items: list[str] = field(default_factory=list)
+    tasks: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
-    def add(self, text: str) -> str:
-        if text not in self.items:
-            self.items.append(text)
-        return text
+    def add(self, column: str, why: str, task: str = "") -> str:
+        """Record that `why` (a sentence with "{tasks}" where the tasks go) holds for `task` in
+        `column`; returns the sentence for this task alone, to show at the figure's place."""
+        found = self.tasks.setdefault((column, why), [])
+        if task and task not in found:
+            found.append(task)
+        return f"{column}: " + why.format(tasks=task)
+
+    @property
+    def items(self) -> list[str]:
+        return [f"{column}: " + why.format(tasks=", ".join(tasks)) for (column, why), tasks in self.tasks.items()]
 
 
 # ---------------------------------------------------------------- reading what evaluate left
@@ -396,7 +404,7 @@ def _header(cols, runs_of: dict[int, Run], notes: Notes) -> str:
         versions = first.get("versions") or {}
         version_text = ", ".join(f"{k} {v}" for k, v in versions.items() if v) or "not recorded"
         if not first.get("versions"):
-            notes.add(f"{name}: package versions not recorded (results from an older tympan evaluate)")
+            notes.add(name, "package versions not recorded (results from an older tympan evaluate)")
         sha = first.get("weights_sha256") or "not recorded"
         rows.append(
             f"<tr><th>{_e(name)}</th><td>{_e(first['module'])}</td><td>{_e(first.get('model_path') or '-')}</td>"
@@ -495,8 +503,8 @@ def _scene_section(task, cols, runs_of, notes: Notes) -> str:
             continue
         r, kept = _first_with(group, runs_of, task, _predictions)
         if kept is None:
-            why = notes.add(f"{name}: no test predictions kept for {task} (results from an older tympan evaluate, "
-                            "or copied without their embeddings folder): confusion matrix left out")
+            why = notes.add(name, "no test predictions kept for {tasks} (results from an older tympan evaluate, "
+                            "or copied without their embeddings folder): confusion matrix left out", task)
             parts.append(_missing("confusion", task, name, why))
         elif kept[0].get("prediction_type") == "multilabel":
             parts.append(_missing("confusion", task, name, f"{name}: {task} is multilabel; no confusion matrix"))
@@ -509,8 +517,8 @@ def _scene_section(task, cols, runs_of, notes: Notes) -> str:
             continue
         r, found = _first_with(group, runs_of, task, _test_embeddings)
         if found is None:
-            why = notes.add(f"{name}: no test embeddings found for {task} beside its results.json: "
-                            "embedding map left out")
+            why = notes.add(name, "no test embeddings found for {tasks} beside its results.json: "
+                            "embedding map left out", task)
             parts.append(_missing("map", task, name, why))
             continue
         x, labels = found
@@ -527,8 +535,8 @@ def _event_section(task, cols, runs_of, notes: Notes) -> str:
             continue
         r, kept = _first_with(group, runs_of, task, _predictions)
         if kept is None:
-            why = notes.add(f"{name}: no test predictions kept for {task} (results from an older tympan evaluate, "
-                            "or copied without their embeddings folder): left out of the timeline")
+            why = notes.add(name, "no test predictions kept for {tasks} (results from an older tympan evaluate, "
+                            "or copied without their embeddings folder): left out of the timeline", task)
             found.append(_missing("timeline", task, name, why))
             continue
         events = {f: evs for k in kept for f, evs in k["events"].items()}

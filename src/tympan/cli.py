@@ -1,4 +1,4 @@
-"""The `tympan` command line: `tympan embed | validate | evaluate | report | tasks build | experts`.
+"""The `tympan` command line: `tympan embed | validate | evaluate | report | tasks | experts | train`.
 
 Each subcommand's work lives in its own module; this file declares the arguments and does
 every dispatch (embed: npz or Parquet, local or Ray engine; experts pack: tympan.fusion), so

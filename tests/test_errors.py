@@ -15,6 +15,8 @@ import torch
 import tympan
 from tympan.model import DEFAULT_WEIGHTS, WeightsError, save_weights
 
+from payloads import same_payload  # tests/payloads.py
+
 
 @pytest.mark.parametrize(
     "audio, error, words",
@@ -111,17 +113,6 @@ def test_a_copied_weights_file_loads_by_path(tmp_path, noise):
     assert torch.equal(a, b)
 
 
-def _same(a, b) -> bool:
-    """Deep equality of loaded payloads: same types, keys and values, tensors bitwise with their dtypes."""
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b
-
-
 def _outcome(path, original_payload, original_model) -> str:
     """'error' when loading `path` raises WeightsError naming it; 'unseen' when it loads a model
     bitwise equal to the original AND torch reads the very same payload from it. Anything else
@@ -132,9 +123,9 @@ def _outcome(path, original_payload, original_model) -> str:
         assert str(path) in str(err), err
         return "error"
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    assert _same(payload, original_payload), f"a changed file loaded without WeightsError: {payload}"
+    assert same_payload(payload, original_payload), f"a changed file loaded without WeightsError: {payload}"
     assert loaded.version == original_model.version and loaded.weights_sha256 == original_model.weights_sha256
-    assert _same(loaded.state_dict(), original_model.state_dict())
+    assert same_payload(loaded.state_dict(), original_model.state_dict())
     return "unseen"
 
 

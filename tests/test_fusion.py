@@ -15,6 +15,8 @@ from tympan.model import GridModel
 from tympan.model import WeightsError
 from tympan.train.fusion import principal_axes
 
+from payloads import same_payload  # tests/payloads.py
+
 
 class Ramp(GridModel):
     """A fake block: frame k of a sound -> scale * (k + sum(sound)) in every one of `width` dims,
@@ -233,17 +235,6 @@ def test_pack_command_names_bad_blocks(tmp_path, capsys):
     assert "distinct names among" in capsys.readouterr().err and not (tmp_path / "f.pt").exists()
 
 
-def _same(a, b) -> bool:
-    """Deep equality of loaded payloads: types, keys, values, tensors bitwise with their dtypes."""
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b
-
-
 @pytest.fixture(scope="module")
 def small_pack(tmp_path_factory):
     """A packed fusion of v0 and crepe (tiny): 2 MB, the same format as the default's."""
@@ -293,8 +284,8 @@ def test_fuzz_flipped_bits_in_a_packed_fusion_raise_weights_error_or_change_noth
             errors += 1
             continue
         assert position not in members, f"flip at byte {position}, inside a member, loaded"
-        assert _same(torch.load(path, map_location="cpu", weights_only=True), original)
-        assert _same(loaded.state_dict(), model.state_dict())
+        assert same_payload(torch.load(path, map_location="cpu", weights_only=True), original)
+        assert same_payload(loaded.state_dict(), model.state_dict())
     assert errors >= 300
 
 

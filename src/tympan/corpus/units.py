@@ -266,7 +266,8 @@ def embed_unit(
                 results[indices[0]] = f"embedding failed: {type(e).__name__}: {e}"
             return
         for i, a in zip(indices, arrays):
-            a["embeddings"] = a["embeddings"].astype(PRECISIONS[layout.precision], copy=False)
+            with np.errstate(over="ignore"):  # an overflow becomes inf, which _non_finite reports
+                a["embeddings"] = a["embeddings"].astype(PRECISIONS[layout.precision], copy=False)
             results[i] = _non_finite(a) or a
 
     for indices in by_length.values():

@@ -9,7 +9,7 @@ never read), through tympan's corpus pipeline: the driver, the engines (local or
 Parquet shards of `tympan embed --format parquet` (tympan.corpus.driver.embed_sources), so a
 run killed at any point and started again finishes with every clip exactly once, and a clip
 that changed since (size or mtime) is recomputed. Rows use a corpus Layout: float16 frames
-(the relative error of a frame vector is under 3.1e-4 on these teachers, docs/training-data.md),
+(a frame vector's relative error is at most 4.2e-4 on the default teachers, docs/training-data.md),
 no scene, and the SHA-256 of the clean wav from the data folder's manifest.
 
 Folder layout:

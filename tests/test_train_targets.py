@@ -120,6 +120,10 @@ def test_a_rerun_with_other_teachers_or_other_data_is_refused_and_changes_nothin
     assert cli(targets_argv(other, out)) == 2
     assert "the data folder" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    assert cli(["train", "targets", "--data", str(data), "--out", str(tmp_path / "new"), "--teachers", "crepe,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "teachers 'crepe,nope': give distinct names among" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "new").exists()
     # a folder of something else is refused too
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
@@ -230,3 +234,29 @@ def _row(embeddings: np.ndarray) -> dict:
     return {"path": "x.wav", "source": "/x.wav", "size": 1, "mtime_ns": 1, "sample_rate": SR, "duration_s": 1.0,
             "weights_sha256": None, "sha256": "0" * 64, "error": None, "timestamps": np.arange(n) * 20.0,
             "embeddings": embeddings}
+
+
+def test_ray_engine_gives_the_local_targets(tmp_path, crepe_tiny, capsys):
+    """--engine ray on a local Ray (2 CPUs). Ray's CPU actors run torch on one thread, so the
+    local run does too (float32 results may change in the last bits with the thread count)."""
+    ray = pytest.importorskip("ray")
+    from tympan.train.targets import Targets
+
+    data = tmp_path / "data"
+    keys = make_data(data, n=4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli(targets_argv(data, tmp_path / "local")) == 0
+    finally:
+        torch.set_num_threads(threads)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        assert cli(targets_argv(data, tmp_path / "ray", "--engine", "ray")) == 0
+    finally:
+        ray.shutdown()
+    assert capsys.readouterr().err.count("4 embedded, 0 skipped (already done), 0 failed") == 2
+    local, on_ray = Targets(tmp_path / "local", data), Targets(tmp_path / "ray", data)
+    assert sorted(on_ray.keys()) == keys
+    for key in keys:
+        np.testing.assert_array_equal(on_ray.read(key)["crepe"], local.read(key)["crepe"])

@@ -151,6 +151,24 @@ def _parser() -> argparse.ArgumentParser:
     td.add_argument("--suite", default=None,
                     help="a built task suite (tympan tasks build --out DIR): also refuse every source group "
                     "its valid and test files use")
+    tt = trsub.add_parser(
+        "targets",
+        help="compute the teachers' frames once per clean clip of a training set (Parquet shards)",
+        description="Run the teachers (blocks of tympan.fusion) on the clean clips of a `tympan train data` "
+        "folder, on the 20 ms grid, through the corpus pipeline: float16 Parquet shards with a manifest, "
+        "resumable after a kill, each clip exactly once, locally or on Ray (docs/training-data.md).",
+    )
+    tt.add_argument("--data", required=True, help="a folder made by tympan train data")
+    tt.add_argument("--out", required=True, help="output folder (a rerun with the same teachers and data resumes it)")
+    tt.add_argument("--teachers", default="crepe,fcpe,aisfx-local-pc32",
+                    help="comma-separated tympan.fusion blocks (default: crepe,fcpe,aisfx-local-pc32)")
+    tt.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help="local: this process (default); ray: a Ray Data pipeline (needs tympan[ray])")
+    tt.add_argument("--device", default="cpu", help="torch device of the local engine (default: cpu)")
+    tt.add_argument("--batch-size", type=int, default=16, help="clips per call (default: 16)")
+    tt.add_argument("--shard-rows", type=int, default=100, help="clips per shard at most (default: 100, ~80 MB)")
+    tt.add_argument("--ray-address", default=None, help="ray: cluster to join (default: start a local Ray)")
+    tt.add_argument("--concurrency", type=int, default=None, help="ray: teacher actors (default: as tympan embed)")
     return parser
 
 
@@ -181,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return cache.main(args)
     if args.command == "train":
+        if args.train_command == "targets":
+            return _train_targets(args)
         from tympan.train import data
 
         return data.main(args)
@@ -214,6 +234,25 @@ def _embed(args: argparse.Namespace) -> int:
         return 130
     except ImportError as e:  # an optional package (tympan.io.require_extra says which extra has it)
         print(f"tympan embed: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _train_targets(args: argparse.Namespace) -> int:
+    """`tympan train targets` with the local or the Ray engine (tympan.train.targets). Ctrl-C
+    exits with 130; a missing optional package is one line and exit code 2."""
+    try:
+        from tympan.train import targets
+
+        if args.engine == "ray":
+            from tympan.corpus.ray_engine import RayEngine as engine
+        else:
+            from tympan.corpus.local import LocalEngine as engine
+        return targets.main(args, engine)
+    except KeyboardInterrupt:  # before the driver runs: nothing written yet
+        print("tympan train targets: interrupted; run the same command again to finish", file=sys.stderr)
+        return 130
+    except ImportError as e:
+        print(f"tympan train targets: error: {e}; pip install \"tympan[parquet]\"", file=sys.stderr)
         return 2
 
 

@@ -69,32 +69,50 @@ def main(args: argparse.Namespace, engine_type: type[Engine]) -> int:
         print(f"tympan embed: error: {e}", file=sys.stderr)
         return 2
     spec = ModelSpec(args.module, args.model, args.batch_size, header)
+    return embed_sources(out, sources, spec, module, model, engine, shard_rows, shard_bytes, start)
 
+
+def embed_sources(
+    out,
+    sources: list[Source],
+    spec: ModelSpec,
+    module,
+    model,
+    engine: Engine,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    shard_bytes: int = int(DEFAULT_SHARD_MB * 2**20),
+    start: float | None = None,
+    prog: str = "tympan embed",
+) -> int:
+    """Embed `sources` into the Parquet folder `out` (spec.layout's rows) with `engine` and the
+    already loaded `module` and `model`; resumes what is there. Returns the exit code (module
+    docstring); messages start with `prog`. Used by main and by `tympan train targets`."""
+    start = time.perf_counter() if start is None else start
     try:
-        with shards.Store(out, header) as store:
-            run = _plan_parquet(store, sources)
+        with shards.Store(out, spec.header, spec.layout) as store:
+            run = _plan_parquet(store, sources, prog)
             if run.todo:
                 run.todo = [probe(s) for s in run.todo]  # header rate and length: units, progress
-                units = make_units(run.todo, args.batch_size, header.sample_rate)
+                units = make_units(run.todo, spec.batch_size, spec.header.sample_rate)
                 tables = engine.tables(units, spec, module, model)
                 del module, model  # the Ray engine's actors load their own
                 if _execute(run, tables, _Writer(store, shard_rows, shard_bytes), start) == "interrupted":
                     return 130
     except (shards.StoreError, UsageError) as e:
-        print(f"tympan embed: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
 
     print(run.summary(time.perf_counter() - start, store), file=sys.stderr)
     if run.missing:
         print(
-            f"tympan embed: error: {run.missing} files got no result from the engine; "
+            f"{prog}: error: {run.missing} files got no result from the engine; "
             "run the same command again to embed them",
             file=sys.stderr,
         )
     return 1 if run.failed or run.earlier_failed or run.missing else 0
 
 
-def _plan_parquet(store: shards.Store, sources: list[Source]) -> _ParquetRun:
+def _plan_parquet(store: shards.Store, sources: list[Source], prog: str = "tympan embed") -> _ParquetRun:
     """Refuse keys that other files hold, retire the rows of changed inputs; return the run
     with the inputs still to embed."""
     committed = store.committed()
@@ -107,20 +125,20 @@ def _plan_parquet(store: shards.Store, sources: list[Source]) -> _ParquetRun:
     store.retire(changed, committed)
     todo = [s for s in sources if s.path not in committed or s.path in changed]
     earlier_failed = sum(1 for s in sources if s.path not in changed and s.path in committed and committed[s.path].failed)
-    return _ParquetRun(todo, n_skipped=len(sources) - len(todo), earlier_failed=earlier_failed)
+    return _ParquetRun(todo, n_skipped=len(sources) - len(todo), earlier_failed=earlier_failed, prog=prog)
 
 
 def _execute(run: _ParquetRun, tables, writer: _Writer, start: float) -> str:
     """Consume the engine's tables into shards; "interrupted" after Ctrl-C, else "done"."""
     try:
-        with torch.no_grad(), _Progress(run.todo) as progress:
+        with torch.no_grad(), _Progress(run.todo, run.prog) as progress:
             run.consume(tables, writer, progress)
     except BaseException as e:
         # Rows already received are complete: commit them, so that a rerun starts after them.
         writer.flush()
         print(run.summary(time.perf_counter() - start, writer.store), file=sys.stderr)
         if isinstance(e, KeyboardInterrupt):
-            print("tympan embed: interrupted; run the same command again to finish", file=sys.stderr)
+            print(f"{run.prog}: interrupted; run the same command again to finish", file=sys.stderr)
             return "interrupted"
         raise
     finally:
@@ -179,7 +197,8 @@ class _Progress:
     """Files and hours of audio done, real-time factor, ETA and failures: a tqdm bar on a
     terminal, a plain line every PROGRESS_SECONDS otherwise (logs of long cluster runs)."""
 
-    def __init__(self, todo: list[Source]) -> None:
+    def __init__(self, todo: list[Source], prog: str = "tympan embed") -> None:
+        self.prog = prog
         self.n_files = len(todo)
         self.total_s = sum(s.duration_s or 0.0 for s in todo)
         self.files = 0
@@ -224,7 +243,7 @@ class _Progress:
             left = self.total_s - self.audio_s
             eta = format_duration(left / rtf) if rtf > 0 else "?"
             print(
-                f"tympan embed: {self.files}/{self.n_files} files, {self.audio_s / 3600:.3f}/"
+                f"{self.prog}: {self.files}/{self.n_files} files, {self.audio_s / 3600:.3f}/"
                 f"{self.total_s / 3600:.3f} h of audio, {rtf:.1f}x real time, ETA {eta}, {self.failed} failed",
                 file=sys.stderr,
             )
@@ -233,8 +252,8 @@ class _Progress:
 class _ParquetRun:
     """The inputs one run embeds, its counts, and the rule that each path is accepted once."""
 
-    def __init__(self, todo: list[Source], n_skipped: int, earlier_failed: int) -> None:
-        self.todo, self.n_skipped, self.earlier_failed = todo, n_skipped, earlier_failed
+    def __init__(self, todo: list[Source], n_skipped: int, earlier_failed: int, prog: str = "tympan embed") -> None:
+        self.todo, self.n_skipped, self.earlier_failed, self.prog = todo, n_skipped, earlier_failed, prog
         self.n_embedded = 0
         self.seconds = 0.0
         self.failed: list[tuple[str, str]] = []
@@ -265,7 +284,7 @@ class _ParquetRun:
                 else:
                     n_failed += 1
                     self.failed.append((path, error))
-                    progress.write(f"tympan embed: failed: {path}: {error}")
+                    progress.write(f"{self.prog}: failed: {path}: {error}")
             writer.add(table)
             progress.update(table.num_rows, audio_s, n_failed)
         self.missing = len(waiting)
@@ -275,7 +294,7 @@ class _ParquetRun:
         d = format_duration
         n_shards = len(store.manifest["shards"])
         line = (
-            f"tympan embed: {self.n_embedded} embedded, {self.n_skipped} skipped (already done), "
+            f"{self.prog}: {self.n_embedded} embedded, {self.n_skipped} skipped (already done), "
             f"{len(self.failed) + self.earlier_failed} failed"
         )
         if self.earlier_failed:

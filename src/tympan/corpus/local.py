@@ -33,5 +33,5 @@ class LocalEngine:
 
     def tables(self, units: list[list[Source]], spec: ModelSpec, module, model) -> Iterator[pa.Table]:
         """Embed `units` with the already loaded `module` and `model`: one table per unit."""
-        for rows in embed_units(units, spec.header, module, model, self.model_device):
-            yield rows_table(rows, spec.header)
+        for rows in embed_units(units, spec.header, module, model, self.model_device, spec.layout):
+            yield rows_table(rows, spec.header, spec.layout)

@@ -187,5 +187,5 @@ class _Embedder:
                 (s, None if e is not None else np.frombuffer(a, dtype=np.float32), e)
                 for s, e, a in zip(unit, errors, audio)
             ]
-            rows.extend(embed_unit(decoded, self.module, self.model, self.device, self.sha))
-        return rows_table(rows, self.spec.header)
+            rows.extend(embed_unit(decoded, self.module, self.model, self.device, self.sha, self.spec.layout))
+        return rows_table(rows, self.spec.header, self.spec.layout)

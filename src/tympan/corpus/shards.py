@@ -22,6 +22,11 @@ file's number of timestamps):
     scene           fixed_size_list<float32, E>, null on error         (E,) scene embedding
     error           string, null when embedded    why the file failed (decode or embedding)
 
+A non-default units.Layout (used by `tympan train targets`, never by `tympan embed`) changes
+three things: `embeddings` holds float16 (precision "float16"), the `scene` column is absent
+(scene False), and a `sha256` column (string, null when unknown) follows `error` (sha256
+True). Such a folder's manifest records {"layout": {...}}; a run with another layout is refused.
+
 manifest.json:
 
     {"format": "tympan-corpus/2", "module": ..., "weights_sha256": ..., "sample_rate": ...,
@@ -64,7 +69,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tympan.corpus.units import LOCK, FolderLock, Header, same_file
+from tympan.corpus.units import LOCK, PRECISIONS, FolderLock, Header, Layout, same_file
 
 FORMAT = "tympan-corpus/2"
 READABLE_FORMATS = ("tympan-corpus/1", FORMAT)  # /1: the same rows without `source`
@@ -82,79 +87,87 @@ class StoreError(Exception):
     made by another model, or holding a key of another source file."""
 
 
-def schema(timestamp_size: int, scene_size: int) -> pa.Schema:
+def schema(timestamp_size: int, scene_size: int, layout: Layout = Layout()) -> pa.Schema:
     """The Arrow schema of a shard (column meanings in the module docstring)."""
-    return pa.schema(
-        [
-            pa.field("path", pa.string(), nullable=False),
-            pa.field("source", pa.string(), nullable=False),
-            pa.field("size", pa.int64(), nullable=False),
-            pa.field("mtime_ns", pa.int64(), nullable=False),
-            pa.field("sample_rate", pa.int32()),
-            pa.field("duration_s", pa.float64()),
-            pa.field("module", pa.string(), nullable=False),
-            pa.field("weights_sha256", pa.string()),
-            pa.field("timestamps", pa.list_(pa.float32())),
-            pa.field("embeddings", pa.list_(pa.list_(pa.float32(), timestamp_size))),
-            pa.field("scene", pa.list_(pa.float32(), scene_size)),
-            pa.field("error", pa.string()),
-        ]
-    )
+    element = pa.float16() if layout.precision == "float16" else pa.float32()
+    fields = [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("size", pa.int64(), nullable=False),
+        pa.field("mtime_ns", pa.int64(), nullable=False),
+        pa.field("sample_rate", pa.int32()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("module", pa.string(), nullable=False),
+        pa.field("weights_sha256", pa.string()),
+        pa.field("timestamps", pa.list_(pa.float32())),
+        pa.field("embeddings", pa.list_(pa.list_(element, timestamp_size))),
+        pa.field("scene", pa.list_(pa.float32(), scene_size)),
+        pa.field("error", pa.string()),
+    ]
+    if not layout.scene:
+        fields = [f for f in fields if f.name != "scene"]
+    if layout.sha256:
+        fields.append(pa.field("sha256", pa.string()))
+    return pa.schema(fields)
 
 
-def rows_table(rows: list[dict], header: Header) -> pa.Table:
+def rows_table(rows: list[dict], header: Header, layout: Layout = Layout()) -> pa.Table:
     """Build a shard table from per-file rows.
 
-    Each row has path, source, size, mtime_ns, sample_rate, duration_s, weights_sha256 and error, plus,
-    when error is None, `timestamps` (T,), `embeddings` (T, D) and `scene` (E,) numpy arrays
-    (cast to float32). Raises ValueError when an embedding's width is not the header's.
+    Each row has path, source, size, mtime_ns, sample_rate, duration_s, weights_sha256 and error
+    (and sha256 with layout.sha256), plus, when error is None, `timestamps` (T,), `embeddings`
+    (T, D) and, with layout.scene, `scene` (E,) numpy arrays (cast to float32, the embeddings to
+    layout.precision). Raises ValueError when an embedding's width is not the header's.
     """
     d, e = header.timestamp_embedding_size, header.scene_embedding_size
     ok = [r["error"] is None for r in rows]
     lengths = [len(r["timestamps"]) if good else 0 for r, good in zip(rows, ok)]
     for r, good in zip(rows, ok):
-        if good and (r["embeddings"].shape != (len(r["timestamps"]), d) or r["scene"].shape != (e,)):
+        scene_shape = r["scene"].shape if layout.scene and good else (e,)
+        if good and (r["embeddings"].shape != (len(r["timestamps"]), d) or scene_shape != (e,)):
             raise ValueError(
-                f"{r['path']}: embeddings {r['embeddings'].shape} and scene {r['scene'].shape} do not "
+                f"{r['path']}: embeddings {r['embeddings'].shape} and scene {scene_shape} do not "
                 f"match this output's {d}-d timestamp and {e}-d scene embeddings"
             )
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     mask = pa.array([not good for good in ok])
 
-    def flat(key: str, width: int) -> np.ndarray:
-        parts = [np.asarray(r[key], dtype=np.float32).reshape(-1) for r, good in zip(rows, ok) if good]
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    def flat(key: str, dtype=np.float32) -> np.ndarray:
+        parts = [np.asarray(r[key], dtype=dtype).reshape(-1) for r, good in zip(rows, ok) if good]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
-    timestamps = pa.ListArray.from_arrays(offsets, pa.array(flat("timestamps", 1)), mask=mask)
-    frames = pa.FixedSizeListArray.from_arrays(pa.array(flat("embeddings", d)), d)
+    timestamps = pa.ListArray.from_arrays(offsets, pa.array(flat("timestamps")), mask=mask)
+    frames = pa.FixedSizeListArray.from_arrays(pa.array(flat("embeddings", PRECISIONS[layout.precision])), d)
     embeddings = pa.ListArray.from_arrays(offsets, frames, mask=mask)
     # A failed row's scene is null; its slot still needs E placeholder values.
     scenes = np.zeros((len(rows), e), np.float32)
     for i, (r, good) in enumerate(zip(rows, ok)):
-        if good:
+        if good and layout.scene:
             scenes[i] = r["scene"]
     scene = pa.FixedSizeListArray.from_arrays(pa.array(scenes.reshape(-1)), e, mask=mask)
 
     def column(key: str, typ: pa.DataType) -> pa.Array:
         return pa.array([r[key] for r in rows], type=typ)
 
-    return pa.Table.from_arrays(
-        [
-            column("path", pa.string()),
-            column("source", pa.string()),
-            column("size", pa.int64()),
-            column("mtime_ns", pa.int64()),
-            column("sample_rate", pa.int32()),
-            column("duration_s", pa.float64()),
-            pa.array([header.module] * len(rows), pa.string()),
-            column("weights_sha256", pa.string()),
-            timestamps,
-            embeddings,
-            scene,
-            column("error", pa.string()),
-        ],
-        schema=schema(d, e),
-    )
+    arrays = [
+        column("path", pa.string()),
+        column("source", pa.string()),
+        column("size", pa.int64()),
+        column("mtime_ns", pa.int64()),
+        column("sample_rate", pa.int32()),
+        column("duration_s", pa.float64()),
+        pa.array([header.module] * len(rows), pa.string()),
+        column("weights_sha256", pa.string()),
+        timestamps,
+        embeddings,
+        scene,
+        column("error", pa.string()),
+    ]
+    if not layout.scene:
+        arrays = [a for a in arrays if a is not scene]
+    if layout.sha256:
+        arrays.append(column("sha256", pa.string()))
+    return pa.Table.from_arrays(arrays, schema=schema(d, e, layout))
 
 
 @dataclass(frozen=True)
@@ -177,9 +190,12 @@ class Store:
     pending shards and temporary files that the manifest does not list.
     """
 
-    def __init__(self, out: str | os.PathLike, header: Header) -> None:
+    def __init__(self, out: str | os.PathLike, header: Header, layout: Layout = Layout()) -> None:
         self.out = Path(out)
         self.header = header
+        self.layout = layout
+        # A non-default layout is recorded; `tympan embed`'s manifests stay as they were.
+        self.recorded_layout = {} if layout == Layout() else {"layout": layout.fields()}
         self._lock: FolderLock | None = None
         self.manifest: dict = {}
 
@@ -225,12 +241,24 @@ class Store:
                     f"{self.out} holds embeddings from {theirs.describe()}; this run uses "
                     f"{self.header.describe()}: use another --out, or delete {self.out} to start over"
                 )
+            if manifest.get("layout", Layout().fields()) != self.layout.fields():
+                raise StoreError(
+                    f"{self.out} stores rows as {manifest.get('layout', Layout().fields())}; this run as "
+                    f"{self.layout.fields()}: use another --out, or delete {self.out} to start over"
+                )
             self.manifest = {**manifest, **self.header.fields(), "pending": manifest.get("pending", [])}
         else:
             self._refuse_foreign_files()
             (self.out / SHARD_DIR).mkdir(exist_ok=True)
             self._write_manifest(
-                {"format": FORMAT, **self.header.fields(), "next_shard": 0, "pending": [], "shards": []}
+                {
+                    "format": FORMAT,
+                    **self.header.fields(),
+                    **self.recorded_layout,
+                    "next_shard": 0,
+                    "pending": [],
+                    "shards": [],
+                }
             )
         (self.out / SHARD_DIR).mkdir(exist_ok=True)
         self._collect_garbage()
@@ -415,7 +443,7 @@ def read_embeddings(out: str | os.PathLike, columns: list[str] | None = None) ->
     out = Path(out)
     manifest = load_manifest(out)
     header = manifest["timestamp_embedding_size"], manifest["scene_embedding_size"]
-    full = schema(*header)
+    full = schema(*header, Layout(**manifest.get("layout", {})))
     if manifest["format"] != FORMAT:
         full = full.remove(full.get_field_index("source"))
     want = full if columns is None else pa.schema([full.field(c) for c in columns])
@@ -424,14 +452,17 @@ def read_embeddings(out: str | os.PathLike, columns: list[str] | None = None) ->
 
 
 def embedding_arrays(table: pa.Table, row: int) -> dict[str, np.ndarray]:
-    """One row's arrays, as in a per-file .npz: embeddings (T, D), timestamps (T,), scene (E,),
-    all float32. Raises ValueError for a failed row (its error names the reason)."""
+    """One row's arrays, as in a per-file .npz: embeddings (T, D) (float32, or float16 in a
+    float16 layout), timestamps (T,) and scene (E,) float32 (no scene in a layout without one).
+    Raises ValueError for a failed row (its error names the reason)."""
     error = table.column("error")[row].as_py() if "error" in table.column_names else None
     if error is not None:
         raise ValueError(f"{table.column('path')[row].as_py()} failed: {error}")
     emb = table.column("embeddings")[row].values  # FixedSizeListArray, T entries of D
-    return {
+    arrays = {
         "embeddings": emb.flatten().to_numpy().reshape(len(emb), emb.type.list_size),
         "timestamps": table.column("timestamps")[row].values.to_numpy(),
-        "scene": table.column("scene")[row].values.to_numpy(),
     }
+    if "scene" in table.column_names:
+        arrays["scene"] = table.column("scene")[row].values.to_numpy()
+    return arrays

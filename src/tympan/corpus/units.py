@@ -54,6 +54,27 @@ class Header:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How a Parquet output stores its rows. The defaults are `tympan embed`'s (float32, a
+    scene column, nothing more); other users of the pipeline (`tympan train targets`) change
+    them. A folder records a non-default layout in its manifest and keeps it for every run."""
+
+    precision: str = "float32"  # of the timestamp embeddings: "float32" or "float16" (half the bytes)
+    scene: bool = True  # False: get_scene_embeddings is never called and rows have no scene column
+    sha256: bool = False  # True: rows have a `sha256` column, each source's Source.sha256
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+
+    def fields(self) -> dict:
+        return asdict(self)
+
+
+PRECISIONS = {"float32": np.float32, "float16": np.float16}
+
+
+@dataclass(frozen=True)
 class Source:
     """One input file: its key (relative path, size, mtime) and its header's rate and length."""
 
@@ -64,6 +85,7 @@ class Source:
     mtime_ns: int
     sample_rate: int | None = None  # Hz, from the header; None when unreadable
     frames: int | None = None  # at sample_rate
+    sha256: str | None = None  # the content's SHA-256 when the caller knows it (Layout.sha256 stores it)
 
     @property
     def duration_s(self) -> float | None:
@@ -78,6 +100,7 @@ class ModelSpec:
     model_path: str
     batch_size: int
     header: Header
+    layout: Layout = Layout()
 
 
 def list_sources(paths: list[str]) -> list[Source]:
@@ -121,7 +144,7 @@ def probe(source: Source) -> Source:
     header = probe_audio(source.file)
     if header is None:
         return source
-    return Source(source.path, source.file, source.given, source.size, source.mtime_ns, *header)
+    return Source(source.path, source.file, source.given, source.size, source.mtime_ns, *header, source.sha256)
 
 
 def make_units(sources: list[Source], batch_size: int, sample_rate: int) -> list[list[Source]]:
@@ -212,13 +235,16 @@ def embed_unit(
     model,
     device: torch.device,
     sha: str | None,
+    layout: Layout = Layout(),
 ) -> list[dict]:
     """Embed a decoded unit: rows for tympan.corpus.shards.rows_table, in the unit's order.
 
-    Files of equal length go through the module in one call of each HEAR function; a call
-    that fails is retried one file at a time, and a file that fails alone gets an error row.
-    A file whose outputs hold NaN or infinite values gets an error row: neither format ever
-    stores a non-finite embedding.
+    Files of equal length go through the module in one call of each HEAR function (only
+    get_timestamp_embeddings without layout.scene); a call that fails is retried one file at
+    a time, and a file that fails alone gets an error row. The timestamp embeddings are cast
+    to layout.precision here, and a file whose outputs hold NaN or infinite values after that
+    cast (float16 overflows above 65504) gets an error row: no format ever stores a
+    non-finite embedding.
     """
     results: dict[int, dict | str] = {}
     by_length: dict[int, list[int]] = {}
@@ -231,7 +257,7 @@ def embed_unit(
     def run(indices: list[int]) -> None:
         try:
             with torch.no_grad():
-                arrays = embed_batch(module, model, device, [decoded[i][1] for i in indices])
+                arrays = embed_batch(module, model, device, [decoded[i][1] for i in indices], scene=layout.scene)
         except Exception as e:  # any error of the module's own code fails these files only
             if len(indices) > 1:
                 for i in indices:
@@ -240,6 +266,8 @@ def embed_unit(
                 results[indices[0]] = f"embedding failed: {type(e).__name__}: {e}"
             return
         for i, a in zip(indices, arrays):
+            with np.errstate(over="ignore"):  # an overflow becomes inf, which _non_finite reports
+                a["embeddings"] = a["embeddings"].astype(PRECISIONS[layout.precision], copy=False)
             results[i] = _non_finite(a) or a
 
     for indices in by_length.values():
@@ -256,6 +284,7 @@ def embed_unit(
             "sample_rate": s.sample_rate,
             "duration_s": s.duration_s,
             "weights_sha256": sha,
+            "sha256": s.sha256,
             "error": r if isinstance(r, str) else None,
         }
         if not isinstance(r, str):
@@ -274,13 +303,18 @@ def _non_finite(arrays: dict[str, np.ndarray]) -> str | None:
 
 
 def embed_units(
-    units: list[list[Source]], header: Header, module: ModuleType, model, device: str | torch.device
+    units: list[list[Source]],
+    header: Header,
+    module: ModuleType,
+    model,
+    device: str | torch.device,
+    layout: Layout = Layout(),
 ) -> Iterator[list[dict]]:
     """Decode and embed `units` one after the other in this process, with the loaded `module`
     and `model` (on `device`): the rows of each unit (embed_unit), unit by unit."""
     dev = torch.device(device)
     for unit in units:
-        yield embed_unit(decode_unit(unit, header.sample_rate), module, model, dev, header.weights_sha256)
+        yield embed_unit(decode_unit(unit, header.sample_rate), module, model, dev, header.weights_sha256, layout)
 
 
 def check_out(out: str | os.PathLike) -> Path:

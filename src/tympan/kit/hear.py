@@ -61,25 +61,32 @@ def load_hear_model(module: ModuleType, model_path: str, device: str | torch.dev
 
 
 def embed_batch(
-    module: ModuleType, model, device: torch.device, audios: list[np.ndarray]
+    module: ModuleType, model, device: torch.device, audios: list[np.ndarray], scene: bool = True
 ) -> list[dict[str, np.ndarray]]:
     """Embed equal-length clips, each (n_samples,) float32, in one call of each HEAR function.
 
     Returns per clip {"embeddings": (n_timestamps, D) float32, "timestamps": (n_timestamps,)
-    float32 ms, "scene": (D_scene,) float32}.
+    float32 ms, "scene": (D_scene,) float32}; without "scene" (get_scene_embeddings not
+    called: for a grid model it is a second pass over the audio) when scene is False.
     Raises ValueError when the module's outputs do not have the HEAR shapes.
     """
     audio = torch.from_numpy(np.stack(audios)).to(device)
     emb, ts = module.get_timestamp_embeddings(audio, model)
-    scene = module.get_scene_embeddings(audio, model)
-    emb, ts, scene = (t.detach().cpu().numpy().astype(np.float32, copy=False) for t in (emb, ts, scene))
+    emb, ts = (t.detach().cpu().numpy().astype(np.float32, copy=False) for t in (emb, ts))
     n = len(audios)
-    if emb.ndim != 3 or emb.shape[0] != n or ts.shape != emb.shape[:2] or scene.ndim != 2 or scene.shape[0] != n:
+    if emb.ndim != 3 or emb.shape[0] != n or ts.shape != emb.shape[:2]:
         raise ValueError(
-            f"for {n} sounds the module returned embeddings {emb.shape}, timestamps {ts.shape}, "
-            f"scene {scene.shape}; HEAR needs (n, T, D), (n, T), (n, D_scene)"
+            f"for {n} sounds the module returned embeddings {emb.shape}, timestamps {ts.shape}; "
+            "HEAR needs (n, T, D), (n, T)"
         )
-    return [{"embeddings": emb[i], "timestamps": ts[i], "scene": scene[i]} for i in range(n)]
+    outputs = [{"embeddings": emb[i], "timestamps": ts[i]} for i in range(n)]
+    if scene:
+        pooled = module.get_scene_embeddings(audio, model).detach().cpu().numpy().astype(np.float32, copy=False)
+        if pooled.ndim != 2 or pooled.shape[0] != n:
+            raise ValueError(f"for {n} sounds the module returned scene {pooled.shape}; HEAR needs (n, D_scene)")
+        for out, row in zip(outputs, pooled):
+            out["scene"] = row
+    return outputs
 
 
 def format_duration(seconds: float) -> str:

@@ -4,10 +4,14 @@
     python benchmarks/long_audio.py --peers-python .venv-peers/bin/python [--minutes 20]
     python benchmarks/long_audio.py --peers-python .venv-peers/bin/python \
         --module tympan --module tympan.experts.crepe=tiny --module tympan.fusion   # any HEAR modules
+    python benchmarks/long_audio.py --peers-python .venv-peers/bin/python \
+        --module tympan=v0 --untrained-v1 /tmp/tympan-v1-untrained.pt   # v1's network beside v0
 
 --module NAME[=MODEL] (repeatable; default: tympan) names a module and the argument of its
 load_model; hearbaseline.naive always runs last, from --peers-python, as the peer the
-ratios are taken against.
+ratios are taken against. --untrained-v1 PATH writes a random-init tympan v1 weights file
+(tympan.model.init_v1(), seed 0: timing needs no training) and times it after the modules
+given; with several modules, each is also compared with the first one (v0's wall time).
 Each module runs in a fresh process, so that its peak RSS (ru_maxrss, Python and torch
 included) is its own. Prints wall time, real-time factor (audio seconds per wall second)
 and peak RSS for timestamp and scene embeddings, then tympan's figures as ratios to the
@@ -78,9 +82,16 @@ def main() -> None:
     parser.add_argument("--peers-python", required=True, help="python of an environment with hearbaseline")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--module", action="append", help="NAME[=MODEL] to benchmark (default: tympan)")
+    parser.add_argument("--untrained-v1", metavar="PATH", help="write a random-init tympan v1 file here and time it")
     args = parser.parse_args()
 
-    rows = [run(sys.executable, m, args.minutes, args.threads) for m in args.module or ["tympan"]]
+    modules = args.module or ["tympan"]
+    if args.untrained_v1:
+        from tympan.model import init_v1, save_weights
+
+        save_weights(init_v1(), args.untrained_v1, "v1")
+        modules = [*modules, f"tympan={args.untrained_v1}"]
+    rows = [run(sys.executable, m, args.minutes, args.threads) for m in modules]
     rows.append(run(args.peers_python, "hearbaseline.naive", args.minutes, args.threads))
     print(
         f"{args.minutes:g} minutes of audio, batch 1, CPU: {platform.processor() or platform.machine()}, "
@@ -100,6 +111,13 @@ def main() -> None:
             f"{ours['module']} / baseline: timestamp speed x{base['timestamp_s'] / ours['timestamp_s']:.2f}, "
             f"scene speed x{base['scene_s'] / ours['scene_s']:.2f}, "
             f"peak RSS x{ours['peak_rss_mb'] / base['peak_rss_mb']:.2f}"
+        )
+    first = rows[0]
+    for other in rows[1:-1]:
+        print(
+            f"{other['module']} / {first['module']}: timestamp wall time x{other['timestamp_s'] / first['timestamp_s']:.2f}, "
+            f"scene wall time x{other['scene_s'] / first['scene_s']:.2f}, "
+            f"peak RSS x{other['peak_rss_mb'] / first['peak_rss_mb']:.2f}"
         )
     print(json.dumps(rows))
 

@@ -5,23 +5,30 @@
       -> Encoder                  embeddings (n_frames, N_FEATURES)    the learnable part
       -> pooling                  scene      (2 * N_FEATURES,)         mean and std over time
 
-v0's encoder is a fixed per-dimension standardisation (constants measured once on
-generated calibration audio by `python -m tympan.train.v0`); trained weights will replace
-the encoder and keep the front end and the pooling.
+v0 (Tympan, the default): the encoder is a fixed per-dimension standardisation (constants
+measured once on generated calibration audio by `python -m tympan.train.v0`).
+
+v1 (TympanV1, not trained yet, no weights ship): the same front end, then V1Encoder, a 1-D
+ConvNeXt (V1_CONFIG: width 192, 8 blocks, 1 at 50 frames/s and 7 at 25 frames/s, 2.5 M
+parameters) whose timestamp embedding is its low + mid + top features (3 x 192 = 576), run in
+60 s chunks with exact halos (receptive_field). Model card: docs/encoder.md.
 
 Scene pooling is the mean and the standard deviation of the frame embeddings over time:
 the mean says what the clip sounds like on average, the std how much it changes (speech
 and music move, a drone or noise does not), which the mean alone cannot tell apart.
 
-GridModel is the base of every model on tympan's grid (Tympan here, the experts, the fusion,
-tympan.mfcc, the trained encoder to come): a subclass yields frame embeddings chunk by chunk
-and the base does the HEAR plumbing (checks, one sound at a time, timestamps, pooling).
+GridModel is the base of every model on tympan's grid (Tympan and TympanV1 here, the experts,
+the fusion, tympan.mfcc): a subclass yields frame embeddings chunk by chunk and the base does
+the HEAR plumbing (checks, one sound at a time, timestamps, pooling).
 
-Weights file: torch.save of a dict holding exactly "format", "model", "version", "sha256"
-(of the state_dict's canonical bytes), "licence", "feature_blocks" and "state_dict". At load
-the zip archive's structure and the CRC-32 of every member are checked first (verify_archive),
-then every field and the SHA-256: a damaged file is a WeightsError, never other weights. It
-loads with torch.load(weights_only=True): no pickled code is ever executed.
+Weights file: torch.save of a dict holding exactly "format", "model", "version", "sha256",
+"licence", "feature_blocks" and "state_dict", and for v1 also "config" (the architecture:
+V1_CONFIG's fields). The SHA-256 is of the state_dict's canonical bytes, for v1 together with
+the config's (weights_sha256): a changed dilation changes no tensor shape but is other weights.
+At load the zip archive's structure and the CRC-32 of every member are checked first
+(verify_archive), then every field, the config and the SHA-256: a damaged file is a
+WeightsError, never other weights. It loads with torch.load(weights_only=True): no pickled
+code is ever executed. Shipped weights have names (SHIPPED_WEIGHTS: load_model("v0")).
 """
 
 from __future__ import annotations
@@ -219,7 +226,7 @@ def check_v1_config(config) -> str:
     if not (
         isinstance(blocks, list)
         and 1 <= len(blocks) <= 64
-        and all(isinstance(b, list) and len(b) == 2 and b[0] in (1, 2) and whole(b[0], 1, 2) for b in blocks)
+        and all(isinstance(b, list) and len(b) == 2 and whole(b[0], 1, 2) for b in blocks)
         and all(whole(b[1], 1, 1024) for b in blocks)
     ):
         return f"config blocks {blocks!r}: need 1..64 pairs [stride 1 or 2, dilation 1..1024]"

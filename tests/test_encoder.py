@@ -286,7 +286,7 @@ def test_fuzz_flipped_bits_and_truncations_of_a_v1_file(v1_file, tmp_path):
     rng = random.Random(20261206)
     members = _member_bytes(data)
     path = tmp_path / "damaged.pt"
-    for position in rng.sample(members, 300):
+    for position in rng.sample(members, 2000):
         damaged = bytearray(data)
         damaged[position] ^= 1 << rng.randrange(8)
         path.write_bytes(damaged)

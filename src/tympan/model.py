@@ -385,7 +385,7 @@ def weights_sha256(state: dict[str, torch.Tensor], config: dict | None) -> str:
 
 
 CONFIG_KEY = "<config>"  # never a state_dict name (not a Python identifier)
-MODEL_CLASSES = {"v0": "Tympan", "v1": "TympanV1"}
+MODEL_CLASSES = {"v0": Tympan, "v1": TympanV1}  # the class each version's weights build
 
 
 def save_weights(model: Tympan | TympanV1, path: str | Path, version: str) -> str:
@@ -393,8 +393,10 @@ def save_weights(model: Tympan | TympanV1, path: str | Path, version: str) -> st
 
     A TympanV1 is written with its architecture config (field "config"); a supported version
     must match the model's class (v0: Tympan, v1: TympanV1)."""
-    if version in MODEL_CLASSES and type(model).__name__ != MODEL_CLASSES[version]:
-        raise ValueError(f"version {version!r} weights come from a {MODEL_CLASSES[version]}, not a {type(model).__name__}")
+    if version in MODEL_CLASSES and type(model) is not MODEL_CLASSES[version]:
+        raise ValueError(
+            f"version {version!r} weights come from a {MODEL_CLASSES[version].__name__}, not a {type(model).__name__}"
+        )
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     config = copy.deepcopy(model.config) if isinstance(model, TympanV1) else None
     sha = weights_sha256(state, config)

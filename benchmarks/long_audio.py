@@ -115,7 +115,8 @@ def main() -> None:
     first = rows[0]
     for other in rows[1:-1]:
         print(
-            f"{other['module']} / {first['module']}: timestamp wall time x{other['timestamp_s'] / first['timestamp_s']:.2f}, "
+            f"{other['module']} / {first['module']}: "
+            f"timestamp wall time x{other['timestamp_s'] / first['timestamp_s']:.2f}, "
             f"scene wall time x{other['scene_s'] / first['scene_s']:.2f}, "
             f"peak RSS x{other['peak_rss_mb'] / first['peak_rss_mb']:.2f}"
         )

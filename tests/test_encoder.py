@@ -5,6 +5,7 @@ import io
 import random
 import struct
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,7 +203,8 @@ def test_v1_weights_round_trip(tmp_path, noise):
     assert loaded.version == "v1" and loaded.weights_sha256 == sha and loaded.config == TINY
     assert same_payload(loaded.state_dict(), model.state_dict())
     audio = noise(2, 16000)
-    assert torch.equal(tympan.get_timestamp_embeddings(audio, loaded)[0], tympan.get_timestamp_embeddings(audio, model)[0])
+    embed = tympan.get_timestamp_embeddings
+    assert torch.equal(embed(audio, loaded)[0], embed(audio, model)[0])
     payload = torch.load(path, weights_only=True)
     assert payload["licence"] == "CC BY 4.0" and payload["config"] == TINY
     # the same tensors under another architecture are other weights: the SHA-256 covers the config
@@ -312,8 +314,6 @@ def test_load_model_v0_is_the_shipped_v0_even_beside_a_file_named_v0(tmp_path, m
     assert torch.equal(tympan.get_scene_embeddings(audio, named), tympan.get_scene_embeddings(audio, default))
     # the file itself loads by path
     assert isinstance(tympan.load_model("./v0"), TympanV1)
-    from pathlib import Path
-
     assert isinstance(tympan.load_model(Path("v0")), TympanV1)
 
 

@@ -232,7 +232,7 @@ def check_v1_config(config) -> str:
         return f"config blocks {blocks!r}: need 1..64 pairs [stride 1 or 2, dilation 1..1024]"
     strides = [b[0] for b in blocks]
     if strides != sorted(strides):
-        return f"config block strides {strides}: the 50 frames/s blocks (1) must all come before the 25 frames/s ones (2)"
+        return f"config block strides {strides}: every 50 frames/s block (1) must come before the 25 frames/s ones (2)"
     taps = config["taps"]
     if not (
         isinstance(taps, list)

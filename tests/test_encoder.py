@@ -121,6 +121,15 @@ def test_a_halo_smaller_than_the_receptive_field_is_caught(v1, noise):
     assert (chunked - whole).abs().max() > 1e-3
 
 
+def test_the_network_never_sees_more_than_a_chunk_and_its_halos(v1, noise, monkeypatch):
+    """Memory stays bounded on long clips: every encoder call gets at most chunk + 2 halos frames."""
+    sizes = []
+    forward = v1.encoder.forward
+    monkeypatch.setattr(v1.encoder, "forward", lambda f: sizes.append(f.shape[0]) or forward(f))
+    _chunked(v1, noise(1, HOP * 999)[0], 200)
+    assert len(sizes) == 5 and max(sizes) == 200 + 2 * v1.halo, sizes
+
+
 def test_chunk_frames_must_be_even(v1, noise):
     v1.chunk_frames = 51
     try:
@@ -162,6 +171,8 @@ def test_deterministic_across_calls_and_builds(noise):
     assert torch.equal(first, tympan.get_timestamp_embeddings(audio, a)[0])
     assert torch.equal(first, tympan.get_timestamp_embeddings(audio, b)[0])
     assert not torch.equal(first, tympan.get_timestamp_embeddings(audio, _lively(seed=8))[0])
+    assert same_payload(init_v1(seed=3).state_dict(), init_v1(seed=3).state_dict())
+    assert not same_payload(init_v1(seed=3).state_dict(), init_v1(seed=4).state_dict())
 
 
 @pytest.mark.parametrize("n_samples", [1, HOP - 1, HOP, HOP + 1, 16000 * 3 + 7])

@@ -238,15 +238,24 @@ class FrontEnd(torch.nn.Module):
         features are float32 (computed in float64 for a sound louder than SAFE_PEAK: widened()).
         """
         total = n_frames(audio.shape[0])
+        padded = self.padded(audio)
+        for k0 in range(0, total, CHUNK_FRAMES):
+            yield k0, self.frames(padded, k0, min(total, k0 + CHUNK_FRAMES))
+
+    def padded(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio (n_samples,) float32 -> the zero-padded samples that frames() reads,
+        (n_samples + 2 * (MAX_WIN // 2 + MARGIN * HOP),), float32 or float64 (widened())."""
         pad = MAX_WIN // 2 + MARGIN * HOP
         # Zero padding on both sides: frames past the clip see silence, as the grid says.
-        padded = torch.nn.functional.pad(widened(audio), (pad, pad))
-        for k0 in range(0, total, CHUNK_FRAMES):
-            k1 = min(total, k0 + CHUNK_FRAMES)
-            # frames k0-MARGIN .. k1+MARGIN-1 of the clip, i.e. j = 0 .. n_ext-1 here
-            n_ext = k1 - k0 + 2 * MARGIN
-            seg = padded[k0 * HOP : k0 * HOP + (n_ext - 1) * HOP + MAX_WIN]
-            yield k0, self._features(seg, n_ext).to(torch.float32)
+        return torch.nn.functional.pad(widened(audio), (pad, pad))
+
+    def frames(self, padded: torch.Tensor, k0: int, k1: int) -> torch.Tensor:
+        """Features of grid frames k0 .. k1-1 (0 <= k0 < k1 <= n_frames) from padded(audio):
+        (k1 - k0, N_FEATURES) float32. Any range: a frame's features depend on its samples only."""
+        # frames k0-MARGIN .. k1+MARGIN-1 of the clip, i.e. j = 0 .. n_ext-1 here
+        n_ext = k1 - k0 + 2 * MARGIN
+        seg = padded[k0 * HOP : k0 * HOP + (n_ext - 1) * HOP + MAX_WIN]
+        return self._features(seg, n_ext).to(torch.float32)
 
     def _features(self, seg: torch.Tensor, n_ext: int) -> torch.Tensor:
         """seg: samples covering n_ext frames -> features of the central n_ext - 2*MARGIN frames,

@@ -41,9 +41,9 @@ def weights_identity(model, model_path: str | os.PathLike = "") -> str | None:
     """The SHA-256 that identifies a loaded HEAR model's weights, or None when unknowable.
 
     - a torch.nn.Module: its `weights_sha256` attribute when set (tympan's, checked at load
-      to equal the hash of its state_dict), else state_dict_sha256 of its state_dict: what
-      was loaded, whether `model_path` named a file, a name the module resolves (crepe's
-      "full") or nothing (a foreign module's built-in weights);
+      to equal the hash of its state_dict, for v1 together with its architecture config),
+      else state_dict_sha256 of its state_dict: what was loaded, whether `model_path` named
+      a file, a name the module resolves (crepe's "full") or nothing (a foreign module's built-in weights);
     - any other model: the SHA-256 of the `model_path` file's bytes, when it is a file;
     - else None.
     """

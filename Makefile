@@ -71,7 +71,7 @@ test: venv peers system-deps browser-deps experts
 	TYMPAN_PEERS_PYTHON=$(CURDIR)/$(PEERS)/bin/python $(PY) -m pytest -q -rs
 
 bench: venv peers
-	$(PY) benchmarks/long_audio.py --peers-python $(PEERS)/bin/python
+	$(PY) benchmarks/long_audio.py --peers-python $(PEERS)/bin/python --repeat 3
 
 bench-experts: venv peers experts
 	$(PY) benchmarks/long_audio.py --peers-python $(PEERS)/bin/python --module tympan \

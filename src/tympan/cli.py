@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     xp.add_argument("--blocks", default=None,
                     help="comma-separated fusion blocks, e.g. v0,crepe,fcpe (default: tympan.fusion.DEFAULT_BLOCKS)")
 
-    tr = sub.add_parser("train", help="build what tympan's own encoder trains on")
+    tr = sub.add_parser("train", help="build what tympan's own encoder trains on, and train it")
     trsub = tr.add_subparsers(dest="train_command", required=True)
     td = trsub.add_parser(
         "data",
@@ -169,6 +169,40 @@ def _parser() -> argparse.ArgumentParser:
     tt.add_argument("--shard-rows", type=int, default=100, help="clips per shard at most (default: 100, ~80 MB)")
     tt.add_argument("--ray-address", default=None, help="ray: cluster to join (default: start a local Ray)")
     tt.add_argument("--concurrency", type=int, default=None, help="ray: teacher actors (default: as tympan embed)")
+    te = trsub.add_parser(
+        "encoder",
+        help="train tympan v1 on a training set: teacher distillation and supervised heads, resumable",
+        description="Train TympanV1 on the augmented clips of a `tympan train data` folder against the teachers' "
+        "targets (tympan train targets) and the exact labels; checkpoints, history and the exported weights "
+        "(RUN/tympan-v1.pt) go to --out; the same command resumes a killed run (docs/encoder.md, Training).",
+    )
+    te.add_argument("--data", required=True, help="a folder made by tympan train data")
+    te.add_argument("--targets", default=None, help="a folder made by tympan train targets (not with --no-distill)")
+    te.add_argument("--out", default=None,
+                    help="run folder (default: ~/.cache/tympan/runs/encoder-seed<S>[-no-...])")
+    te.add_argument("--seed", type=int, default=0, help="seed of the init and of every draw (default: 0)")
+    budget = te.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, default=None, help="optimiser steps (cosine schedule to this step)")
+    budget.add_argument("--minutes", type=float, default=None,
+                        help="training time in minutes over all sessions of the run (constant rate after warmup)")
+    te.add_argument("--batch", type=int, default=8, help="crops per step (default: 8)")
+    te.add_argument("--crop-min", type=float, default=4.0, help="shortest crop in seconds (default: 4)")
+    te.add_argument("--crop-max", type=float, default=8.0, help="longest crop in seconds (default: 8)")
+    te.add_argument("--lr", type=float, default=1e-3, help="AdamW's peak learning rate (default: 1e-3)")
+    te.add_argument("--warmup", type=int, default=100, help="steps of linear warmup (default: 100)")
+    te.add_argument("--distill-weight", type=float, default=0.9, help="weight of the teacher heads (default: 0.9)")
+    te.add_argument("--supervised-weight", type=float, default=0.1,
+                    help="weight of the supervised heads (default: 0.1)")
+    te.add_argument("--no-distill", action="store_true", help="ablation: no teacher heads")
+    te.add_argument("--no-supervised", action="store_true", help="ablation: no supervised heads")
+    te.add_argument("--no-augment", action="store_true", help="ablation: the clean clips instead of the augmented")
+    te.add_argument("--model-config", default=None,
+                    help="JSON file of a v1 architecture (model.V1_CONFIG's fields; default: V1_CONFIG)")
+    te.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    te.add_argument("--log-every", type=int, default=10, help="steps between progress lines (default: 10)")
+    te.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
+    te.add_argument("--export", action="store_true",
+                    help="only write RUN/tympan-v1.pt from the run's last checkpoint")
     return parser
 
 
@@ -201,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         if args.train_command == "targets":
             return _train_targets(args)
+        if args.train_command == "encoder":
+            from tympan.train import encoder
+
+            return encoder.main(args)
         from tympan.train import data
 
         return data.main(args)

@@ -212,6 +212,8 @@ def test_the_exported_file_is_the_student_alone_and_loads_with_load_model(built,
     emb, ts = tympan.get_timestamp_embeddings(audio, model)
     assert emb.shape == (2, 51, 96) and ts.shape == (2, 51) and torch.isfinite(emb).all()
     assert tympan.get_scene_embeddings(audio, model).shape == (2, 192)
+    assert cli(argv(built, tmp_path / "fresh", "--steps", "3", "--export")) == 2
+    assert not (tmp_path / "fresh").exists()
     # --export rewrites it from the last checkpoint without training
     (run / "tympan-v1.pt").unlink()
     assert cli(argv(built, run, "--steps", "3", "--export")) == 0
@@ -248,3 +250,10 @@ def test_usage_errors_are_one_line_with_exit_code_2(built, tmp_path, capsys):
         assert cli(args) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_history_lines_after_the_checkpoint_and_a_line_cut_by_a_kill_are_dropped(tmp_path):
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps({"step": i, "loss": 1.0}) + "\n" for i in (1, 2, 3)) + '{"step": 4, "lo')
+    encoder._truncate_history(path, 2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]

@@ -454,10 +454,12 @@ def train(data_dir, targets_dir, run, settings: Settings, minutes: float | None 
                  "augmented" if settings.augment else "clean")
     record = run_record(ds, settings)
     check_run(run, record)
+    checkpoint = run / "checkpoint.pt"
+    if export_only and not checkpoint.is_file():
+        raise TrainError(f"--export: {run} holds no checkpoint.pt yet; train first (the same command without --export)")
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run / "run.json", record, indent=1, sort_keys=True)
     trainer = Trainer(ds, settings)
-    checkpoint = run / "checkpoint.pt"
     if checkpoint.is_file():
         trainer.load(torch.load(checkpoint, map_location="cpu", weights_only=True))
     history = run / "history.jsonl"
@@ -503,9 +505,17 @@ def _truncate_history(path: Path, step: int) -> None:
     if not path.is_file():
         return
     lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    kept = [line for line in lines if _logged_step(line) <= step]
     if len(kept) != len(lines):
         atomic_write(path, lambda f: f.write("".join(line + "\n" for line in kept).encode()))
+
+
+def _logged_step(line: str) -> float:
+    """The step of a history line; infinity for a line cut short by a kill (dropped like later steps)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def export(model: TympanV1, path: Path) -> str:

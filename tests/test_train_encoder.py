@@ -130,6 +130,8 @@ def test_a_smoke_run_lowers_every_heads_loss(built, tmp_path, capsys):
     assert "step 60/60 loss" in err and "crepe" in err and "ctc" in err
     records = history(run)
     assert [r["step"] for r in records] == list(range(1, 61))
+    order = ["crepe", "ctc", "language", "voice", "pitch", "onsets", "roll", "activity"]
+    assert all(list(r["losses"]) == [h for h in order if h in r["losses"]] for r in records)  # one order
     heads = {"crepe", "ctc", "language", "voice", "pitch", "onsets", "roll", "activity"}
     assert set().union(*(r["losses"] for r in records)) == heads
     for head in sorted(heads):  # the voice head too: it learns; only its gradient into the student is reversed
@@ -243,6 +245,7 @@ def test_usage_errors_are_one_line_with_exit_code_2(built, tmp_path, capsys):
         (["train", "encoder", "--data", str(d), "--out", str(tmp_path / "b"), "--steps", "1"],
          "--targets is required unless --no-distill"),
         (argv(built, tmp_path / "c", "--steps", "1", "--no-distill", "--no-supervised"), "leave nothing to train"),
+        (argv(built, tmp_path / "e", "--steps", "1", "--checkpoint-every", "0"), "give positive whole numbers"),
         (["train", "encoder", "--data", str(tmp_path), "--no-distill", "--steps", "1", "--out", str(tmp_path / "d")],
          "give a folder made by tympan train data"),
     ]

@@ -99,8 +99,7 @@ class Settings:
 
 @dataclass
 class Clip:
-    key: str  # "<kind>/<id>.wav"
-    npz: Path
+    npz: Path  # DATA/<kind>/<id>.npz
     speed: float  # of the view the student sees (1 with --no-augment)
     labels: dict
     meta: dict
@@ -146,7 +145,7 @@ class Dataset:
                     targets = reader.read(key)
                 except Exception as e:  # TargetsError: missing, failed or stale rows
                     raise TrainError(str(e)) from None
-            self.clips.append(Clip(key[: -len(".npz")] + ".wav", data_dir / key, speed, labels, meta, targets))
+            self.clips.append(Clip(data_dir / key, speed, labels, meta, targets))
         self.languages: list[str] = list(self.settings.get("languages", []))
         self.symbols = sorted({ch for p in self._phonemes() for ch in p if not ch.isspace()})
         self.voices = sorted({v for c in self.clips if (v := _variant(c.meta))})
@@ -351,7 +350,8 @@ class Trainer:
             emb = self.model.encoder(item.features)
             for name, loss in self.heads.losses(emb, item).items():
                 per_head.setdefault(name, []).append(loss)
-        means = {name: torch.stack(v).mean() for name, v in per_head.items()}
+        # in the heads' order, so that progress lines and history list them alike at every step
+        means = {n: torch.stack(per_head[n]).mean() for n in [*self.heads.teachers, *self.heads.sup] if n in per_head}
         groups = []
         distilled = [means[n] for n in self.heads.teachers if n in means]
         supervised = [means[n] for n in self.heads.sup if n in means]
@@ -442,8 +442,11 @@ def train(data_dir, targets_dir, run, settings: Settings, minutes: float | None 
     problem = check_v1_config(settings.model_config)
     if problem:
         raise TrainError(f"--model-config: {problem}")
-    if settings.batch < 1 or settings.steps is not None and settings.steps < 1:
-        raise TrainError(f"--batch {settings.batch} and --steps {settings.steps}: give positive numbers")
+    if settings.batch < 1 or settings.steps is not None and settings.steps < 1 or min(log_every, checkpoint_every) < 1:
+        raise TrainError(
+            f"--batch {settings.batch}, --steps {settings.steps}, --log-every {log_every} and --checkpoint-every "
+            f"{checkpoint_every}: give positive whole numbers"
+        )
     if (settings.steps is None) == (minutes is None) and not export_only:
         raise TrainError("give one of --steps N or --minutes M")
     if not (settings.distill or settings.supervised):

@@ -496,12 +496,16 @@ def _first_with(group: list[dict], runs_of: dict[int, Run], task: str, read):
     return None, None
 
 
+def _columns_with(task, cols, runs_of, read):
+    """(name, run, what `read` found or None) for each column that ran `task`."""
+    for name, group in cols:
+        if any(task in r["tasks"] for r in group):
+            yield (name, *_first_with(group, runs_of, task, read))
+
+
 def _scene_section(task, cols, runs_of, notes: Notes) -> str:
     parts = []
-    for name, group in cols:
-        if not any(task in r["tasks"] for r in group):
-            continue
-        r, kept = _first_with(group, runs_of, task, _predictions)
+    for name, r, kept in _columns_with(task, cols, runs_of, _predictions):
         if kept is None:
             why = notes.add(name, "no test predictions kept for {tasks} (results from an older tympan evaluate, "
                             "or copied without their embeddings folder): confusion matrix left out", task)
@@ -512,10 +516,7 @@ def _scene_section(task, cols, runs_of, notes: Notes) -> str:
             splits = ", ".join(k["split"] for k in kept)
             parts.append(_figure("confusion", task, name, _confusion_chart(kept, name),
                                  f"{name}, seed {r.get('seed')}: test confusion ({splits}), each row normalised"))
-    for name, group in cols:
-        if not any(task in r["tasks"] for r in group):
-            continue
-        r, found = _first_with(group, runs_of, task, _test_embeddings)
+    for name, r, found in _columns_with(task, cols, runs_of, _test_embeddings):
         if found is None:
             why = notes.add(name, "no test embeddings found for {tasks} beside its results.json: "
                             "embedding map left out", task)
@@ -529,21 +530,16 @@ def _scene_section(task, cols, runs_of, notes: Notes) -> str:
 
 
 def _event_section(task, cols, runs_of, notes: Notes) -> str:
-    found = []
-    for name, group in cols:
-        if not any(task in r["tasks"] for r in group):
-            continue
-        r, kept = _first_with(group, runs_of, task, _predictions)
+    columns_found, missing = [], ""
+    for name, r, kept in _columns_with(task, cols, runs_of, _predictions):
         if kept is None:
             why = notes.add(name, "no test predictions kept for {tasks} (results from an older tympan evaluate, "
                             "or copied without their embeddings folder): left out of the timeline", task)
-            found.append(_missing("timeline", task, name, why))
+            missing += _missing("timeline", task, name, why)
             continue
         events = {f: evs for k in kept for f, evs in k["events"].items()}
         reference = {f: evs for k in kept for f, evs in k["reference"].items()}
-        found.append((name, r, events, reference))
-    columns_found = [f for f in found if isinstance(f, tuple)]
-    missing = "".join(f for f in found if isinstance(f, str))
+        columns_found.append((name, r, events, reference))
     if not columns_found:
         return missing
     reference = columns_found[0][3]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -27,7 +27,14 @@ import torch
 
 from tympan.checksum import weights_identity
 from tympan.io import AUDIO_EXTENSIONS, AudioReadError, find_audio, probe_audio, read_audio
-from tympan.kit.hear import MAX_BATCHED_SECONDS, UsageError, embed_batch, import_hear_module, load_hear_model
+from tympan.kit.hear import (
+    HEAR_ATTRIBUTES,
+    MAX_BATCHED_SECONDS,
+    UsageError,
+    embed_batch,
+    import_hear_module,
+    load_hear_model,
+)
 
 LOCK = ".lock"
 
@@ -144,7 +151,8 @@ def probe(source: Source) -> Source:
     header = probe_audio(source.file)
     if header is None:
         return source
-    return Source(source.path, source.file, source.given, source.size, source.mtime_ns, *header, source.sha256)
+    sample_rate, frames = header
+    return replace(source, sample_rate=sample_rate, frames=frames)
 
 
 def make_units(sources: list[Source], batch_size: int, sample_rate: int) -> list[list[Source]]:
@@ -214,7 +222,7 @@ def load(spec: ModelSpec, device: str) -> tuple[ModuleType, object]:
 def header_of(module_name: str, model, model_path: str) -> Header:
     """The output header of a loaded model. Raises kit.hear.UsageError when the model lacks
     the HEAR attributes (sample_rate, timestamp_embedding_size, scene_embedding_size)."""
-    missing = [a for a in ("sample_rate", "timestamp_embedding_size", "scene_embedding_size") if not hasattr(model, a)]
+    missing = [a for a in HEAR_ATTRIBUTES if not hasattr(model, a)]
     if missing:
         raise UsageError(
             f"the model of {module_name!r} has no {', '.join(missing)}: the HEAR API requires them, "

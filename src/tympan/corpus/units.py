@@ -209,14 +209,7 @@ def load(spec: ModelSpec, device: str) -> tuple[ModuleType, object]:
     load_model fails (a missing, truncated or corrupt --model file, missing weights).
     """
     module = import_hear_module(spec.module)
-    try:
-        return module, load_hear_model(module, spec.model_path, device)
-    except Exception as e:  # any error of the module's own loader: the weights or the environment
-        given = f"--model {spec.model_path!r}" if spec.model_path else "its default weights (no --model)"
-        reason = " ".join(f"{type(e).__name__}: {e}".split())  # one line
-        raise UsageError(
-            f"{spec.module}.load_model could not load {given}: {reason}; check the file, or give another --model"
-        ) from None
+    return module, load_hear_model(module, spec.model_path, device)
 
 
 def header_of(module_name: str, model, model_path: str) -> Header:

@@ -468,17 +468,6 @@ def _select_tasks(tasks_dir: Path, task_names: list[str] | None) -> list[Path]:
     return [by_name[n] for n in dict.fromkeys(task_names)]
 
 
-def _load_model(module: ModuleType, module_name: str, model_path: str, device: str):
-    """load_hear_model, with a model the module cannot load turned into a one-line UsageError."""
-    try:
-        return load_hear_model(module, model_path, device)
-    except Exception as e:  # a foreign module's loader may raise anything
-        text = (str(e).strip().splitlines() or [""])[0]
-        what = f"--model {model_path}" if model_path else "its default model"
-        fix = "give a weights file this module can load" if model_path else "check the module's installation"
-        raise UsageError(f"{module_name}.load_model cannot load {what} ({type(e).__name__}: {text}); {fix}") from None
-
-
 def evaluate(
     module_name: str,
     tasks_dir: Path,
@@ -504,7 +493,7 @@ def evaluate(
         raise UsageError(f"--out {out} is a file; give a folder for the embeddings and results (it is created)")
     task_paths = _select_tasks(tasks_dir, task_names)
     check_device(device)  # before loading, so that a missing CUDA is not blamed on the model
-    model = _load_model(module, module_name, model_path, device)
+    model = load_hear_model(module, model_path, device)
     sample_rate = int(model.sample_rate)
     weights = weights_identity(model, model_path)
     selected = [read_checked_task(path, sample_rate) for path in task_paths]

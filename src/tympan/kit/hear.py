@@ -53,10 +53,19 @@ def load_hear_model(module: ModuleType, model_path: str, device: str | torch.dev
     """`module.load_model(model_path)` (or `load_model()` for ""), on `device`, in eval mode.
 
     eval(): an embedding must not depend on dropout or batch statistics.
+    Raises UsageError in one line when the module's loader fails (a missing, truncated or
+    corrupt --model file, missing weights): a foreign module's loader may raise anything, and
+    for a tool it is the command line or the environment that is wrong, not the run.
     """
-    model = module.load_model(model_path) if model_path else module.load_model()
-    if isinstance(model, torch.nn.Module):
-        model.to(device).eval()
+    try:
+        model = module.load_model(model_path) if model_path else module.load_model()
+        if isinstance(model, torch.nn.Module):
+            model.to(device).eval()
+    except Exception as e:
+        given = f"--model {model_path}" if model_path else "its default weights (no --model)"
+        reason = " ".join(f"{type(e).__name__}: {e}".split())  # one line
+        fix = "check the file, or give another --model" if model_path else "check the module's installation"
+        raise UsageError(f"{module.__name__}.load_model could not load {given}: {reason}; {fix}") from None
     return model
 
 

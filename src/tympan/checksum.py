@@ -25,6 +25,12 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def file_digests(files, root: str | os.PathLike) -> dict[str, dict]:
+    """{path relative to `root`: {"sha256": hex SHA-256, "bytes": size}} for `files` (Paths under
+    `root`), in sorted path order: the manifests of the task suite and of the training data."""
+    return {str(p.relative_to(root)): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(files)}
+
+
 def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     """Hex SHA-256 of a state_dict's canonical bytes: names, dtypes, shapes and values, sorted
     by name. Independent of the device and of how the file holding it was pickled."""

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from tympan.checksum import sha256_file
 from tympan.io import RESAMPLE_QUALITY, require_extra
 
 EMBEDDING_TYPES = ("scene", "event")
@@ -276,7 +277,7 @@ def task_identity(task: Task, sample_rate: int) -> str:
         raise ValueError(f"task {task.name} was not read from a folder; write_task it first")
     h = hashlib.sha256()
     for name in [METADATA_FILE, VOCABULARY_FILE] + [f"{s}.json" for s in task.splits]:
-        h.update(f"{name}|{hashlib.sha256((task.path / name).read_bytes()).hexdigest()}\n".encode())
+        h.update(f"{name}|{sha256_file(task.path / name)}\n".encode())
     for split in task.splits:
         for name in sorted(task.labels[split]):
             size = (task.path / str(sample_rate) / split / name).stat().st_size

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from tympan.checksum import sha256_file
+from tympan.checksum import file_digests
 from tympan.io import atomic_write_json
 from tympan.kit.tasks import TaskFormatError, add_sample_rate, list_tasks
 from tympan.suite import TASKS
@@ -33,8 +33,7 @@ def builder(name: str):
 
 def manifest(task_dirs: list[Path], root: Path) -> dict[str, dict]:
     """{relative path: {"sha256", "bytes"}} for every file of the given task folders, sorted."""
-    files = sorted(p for d in task_dirs for p in d.rglob("*") if p.is_file())
-    return {str(p.relative_to(root)): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files}
+    return file_digests((p for d in task_dirs for p in d.rglob("*") if p.is_file()), root)
 
 
 def task_size(task_dir: Path) -> dict:

@@ -79,7 +79,7 @@ from pathlib import Path
 import numpy as np
 
 from tympan.audio import HOP_MS, SAMPLE_RATE, n_frames
-from tympan.checksum import sha256_file
+from tympan.checksum import file_digests
 from tympan.io import atomic_write, atomic_write_json
 from tympan.suite import music, sounds, speech
 from tympan.suite.dsp import TRIM_DB, TRIM_FRAME, set_level
@@ -733,8 +733,7 @@ def build(out: str | Path, hours: float, seed: int = 0, kinds: tuple[str, ...] =
     if bar is not None:
         bar.close()
     files = [p for clip in plan for p in _clip_files(out, clip)]
-    digests = {str(p.relative_to(out)): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(files)}
-    digests["settings.json"] = {"sha256": sha256_file(settings_path), "bytes": settings_path.stat().st_size}
+    digests = file_digests([*files, settings_path], out)
     atomic_write_json(out / "manifest.json", dict(sorted(digests.items())), indent=1)
     report = {
         kind: {"clips": counts[kind], "hours": round(counts[kind] * CLIP_SECONDS / 3600, 4)} for kind in kinds

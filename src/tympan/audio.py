@@ -130,6 +130,13 @@ def check_audio(audio) -> torch.Tensor:
     return audio.to(torch.float32)
 
 
+def peak(sound: torch.Tensor) -> float:
+    """The largest magnitude of `sound` (any shape), without an |sound| copy: bounded memory on
+    20-minute clips."""
+    low, high = torch.aminmax(sound)
+    return max(-float(low), float(high))
+
+
 def widened(sound: torch.Tensor) -> torch.Tensor:
     """sound (n_samples,) float32 -> the same sound in float64 when its peak magnitude exceeds
     SAFE_PEAK, else the sound itself (no copy).
@@ -138,8 +145,7 @@ def widened(sound: torch.Tensor) -> torch.Tensor:
     float64 they stay finite (float64 holds up to 1.8e308). One decision per sound, from its own
     samples only, so an ordinary sound is computed exactly as before and never depends on its batch.
     """
-    low, high = torch.aminmax(sound)  # no |sound| copy: bounded memory on 20-minute clips
-    return sound.double() if max(-float(low), float(high)) > SAFE_PEAK else sound
+    return sound.double() if peak(sound) > SAFE_PEAK else sound
 
 
 @lru_cache(maxsize=None)

@@ -54,7 +54,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from tympan.audio import HOP, SAMPLE_RATE, SAFE_PEAK
+from tympan.audio import HOP, SAFE_PEAK, SAMPLE_RATE, peak
 from tympan.experts import cache
 from tympan.experts.common import centred_windows, frame_ranges, slaney_mel_filters
 from tympan.model import GridModel
@@ -206,10 +206,9 @@ def volume_gain(sound: torch.Tensor) -> float:
     Beyond resemblyzer: a sound whose peak exceeds SAFE_PEAK (2^40, 220 dB above full scale) is
     lowered by a power of two to a peak of at most SAFE_PEAK, since the float32 LSTM cannot take
     its mel powers (up to 1e82); its first layer's gates are saturated at either level."""
-    low, high = torch.aminmax(sound)
-    peak = max(-float(low), float(high))
-    if peak > SAFE_PEAK:
-        return 2.0 ** -math.ceil(math.log2(peak / SAFE_PEAK))
+    loudest = peak(sound)
+    if loudest > SAFE_PEAK:
+        return 2.0 ** -math.ceil(math.log2(loudest / SAFE_PEAK))
     rms = float(sound.double().square().mean().sqrt())
     target = 10.0 ** (TARGET_DBFS / 20.0)
     return target / rms if 0.0 < rms < target else 1.0

@@ -72,9 +72,22 @@ def test_default_architecture_size():
     model = init_v1()
     params = sum(p.numel() for p in model.parameters())
     assert 2_000_000 <= params <= 5_000_000, params
-    assert model.timestamp_embedding_size == 3 * 192 == 576
-    assert model.scene_embedding_size == 1152
+    assert model.timestamp_embedding_size == 301 + 3 * 192 == 877
+    assert model.scene_embedding_size == 1754
     assert receptive_field(V1_CONFIG) == 136 and model.halo == 136
+
+
+def test_the_input_tap_is_v0s_embedding(noise):
+    """With tap -1 (V1_CONFIG) the first 301 dimensions of v1's timestamp embedding are v0's
+    embedding exactly, so a downstream model sees everything v0 gives it; without it they are gone."""
+    audio = noise(2, 16000 * 3 + 5, seed=11)
+    v0 = tympan.load_model("v0")
+    v0_emb = tympan.get_timestamp_embeddings(audio, v0)[0]
+    v1_emb = tympan.get_timestamp_embeddings(audio, init_v1(seed=2))[0]
+    assert torch.equal(v1_emb[..., :301], v0_emb)
+    no_input = init_v1({**V1_CONFIG, "taps": [0, 4, 7]}, seed=2)
+    assert no_input.timestamp_embedding_size == 576
+    assert not torch.equal(tympan.get_timestamp_embeddings(audio, no_input)[0][..., :301], v0_emb)
 
 
 def test_receptive_field_is_what_the_network_reaches(v1):
@@ -102,7 +115,7 @@ def test_chunked_equals_unchunked_at_chunk_boundaries(v1, noise, chunk_frames):
     sound = noise(1, 16000 * 7 + 123, seed=3)[0]  # 351 frames: boundaries inside, odd length
     whole = _whole(v1, sound)
     chunked = _chunked(v1, sound, chunk_frames)
-    assert chunked.shape == whole.shape == (n_frames(sound.shape[0]), 576)
+    assert chunked.shape == whole.shape == (n_frames(sound.shape[0]), 877)
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
 
 
@@ -179,11 +192,11 @@ def test_deterministic_across_calls_and_builds(noise):
 def test_shapes_and_timestamps(v1, noise, n_samples):
     emb, ts = tympan.get_timestamp_embeddings(noise(2, n_samples), v1)
     n = n_samples // HOP + 1
-    assert emb.shape == (2, n, 576) and emb.dtype == torch.float32
+    assert emb.shape == (2, n, 877) and emb.dtype == torch.float32
     assert ts.shape == (2, n) and ts.dtype == torch.float32
     assert torch.equal(ts[1], torch.arange(n, dtype=torch.float32) * 20)
     assert torch.isfinite(emb).all()
-    assert tympan.get_scene_embeddings(noise(2, n_samples), v1).shape == (2, 1152)
+    assert tympan.get_scene_embeddings(noise(2, n_samples), v1).shape == (2, 1754)
 
 
 def test_extreme_finite_inputs_give_finite_embeddings(v1, noise):
@@ -256,6 +269,8 @@ def _set_config(key, value):
         (_set_config("kernel", 4), "kernel"),
         (_set_config("width", "8"), "width"),
         (_set_config("taps", [0, 5]), "taps"),
+        (_set_config("taps", [-2, 0]), "taps"),
+        (_set_config("taps", [0, -1]), "taps"),
         (lambda p: p["config"].pop("taps"), "fields"),
         (_set("config", [1, 2]), "fields"),
         (lambda p: p.pop("config"), "fields"),

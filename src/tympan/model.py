@@ -10,8 +10,9 @@ measured once on generated calibration audio by `python -m tympan.train.v0`).
 
 v1 (TympanV1, not trained yet, no weights ship): the same front end, then V1Encoder, a 1-D
 ConvNeXt (V1_CONFIG: width 192, 8 blocks, 1 at 50 frames/s and 7 at 25 frames/s, 2.5 M
-parameters) whose timestamp embedding is its low + mid + top features (3 x 192 = 576), run in
-60 s chunks with exact halos (receptive_field). Model card: docs/encoder.md.
+parameters) whose timestamp embedding is v0's features + its low, mid and top features
+(301 + 3 x 192 = 877), run in 60 s chunks with exact halos (receptive_field). Model card:
+docs/encoder.md.
 
 Scene pooling is the mean and the standard deviation of the frame embeddings over time:
 the mean says what the clip sounds like on average, the std how much it changes (speech
@@ -199,13 +200,16 @@ class ConvNeXtBlock(torch.nn.Module):
 V1_CONFIG_KEYS = ("width", "expansion", "kernel", "blocks", "taps")
 # v1's architecture (stored in every v1 weights file, see check_v1_config): blocks are
 # [stride, dilation], stride 1 at 50 frames/s, 2 at 25 frames/s (one downsampling, where
-# the strides change); taps are the blocks whose outputs form the timestamp embedding.
+# the strides change); taps are the blocks whose outputs form the timestamp embedding, and
+# tap INPUT_TAP (-1) the standardised front-end features themselves (v0's embedding): v1 keeps
+# what v0 gives a downstream model and adds the learned features beside it.
+INPUT_TAP = -1
 V1_CONFIG = {
     "width": 192,
     "expansion": 4,
     "kernel": 7,
     "blocks": [[1, 1], [2, 1], [2, 2], [2, 4], [2, 8], [2, 1], [2, 2], [2, 4]],
-    "taps": [0, 4, 7],
+    "taps": [INPUT_TAP, 0, 4, 7],
 }
 
 
@@ -237,11 +241,20 @@ def check_v1_config(config) -> str:
     if not (
         isinstance(taps, list)
         and taps
-        and all(whole(t, 0, len(blocks) - 1) for t in taps)
+        and all(whole(t, INPUT_TAP, len(blocks) - 1) for t in taps)
         and taps == sorted(set(taps))
     ):
-        return f"config taps {taps!r}: need increasing block indices in 0..{len(blocks) - 1}"
+        return (
+            f"config taps {taps!r}: need increasing block indices in 0..{len(blocks) - 1}, "
+            f"optionally after {INPUT_TAP} (the front-end features)"
+        )
     return ""
+
+
+def tap_size(config: dict) -> int:
+    """The timestamp embedding's width for a v1 config: `width` per block tap, N_FEATURES for
+    the input tap."""
+    return sum(N_FEATURES if t == INPUT_TAP else config["width"] for t in config["taps"])
 
 
 def receptive_field(config: dict) -> int:
@@ -255,12 +268,13 @@ def receptive_field(config: dict) -> int:
 
 
 class V1Encoder(torch.nn.Module):
-    """Front-end features (n, N_FEATURES) -> embeddings (n, len(taps) * width), 50 frames/s.
+    """Front-end features (n, N_FEATURES) -> embeddings (n, tap_size(config)), 50 frames/s.
 
     Standardise with fixed constants (as v0) -> Linear to `width` -> LayerNorm -> the blocks (at
     50 frames/s, then after a LayerNorm + Conv1d(kernel 2, stride 2) downsampling at 25 frames/s)
     -> each tapped block's output through its own LayerNorm, 25 frames/s ones repeated to 50
-    frames/s, concatenated: low + mid + top features. Fully convolutional, per-frame norms only.
+    frames/s, concatenated after the standardised input when INPUT_TAP is a tap: (input +) low +
+    mid + top features. Fully convolutional, per-frame norms only.
     """
 
     def __init__(self, config: dict) -> None:
@@ -278,14 +292,16 @@ class V1Encoder(torch.nn.Module):
         if self.down_at >= 0:
             self.down_norm = torch.nn.LayerNorm(width)
             self.downsample = torch.nn.Conv1d(width, width, 2, stride=2)
-        self.taps = list(config["taps"])
+        self.input_tap = INPUT_TAP in config["taps"]
+        self.taps = [t for t in config["taps"] if t != INPUT_TAP]
         self.tap_norms = torch.nn.ModuleList(torch.nn.LayerNorm(width) for _ in self.taps)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """features (n, N_FEATURES) -> (n, len(taps) * width)."""
+        """features (n, N_FEATURES) -> (n, tap_size(config))."""
         n = features.shape[0]
-        x = self.stem_norm(self.stem((features - self.mean) / self.std))
-        out = []
+        standard = (features - self.mean) / self.std
+        x = self.stem_norm(self.stem(standard))
+        out = [standard] if self.input_tap else []
         for i, block in enumerate(self.blocks):
             if i == self.down_at:
                 y = self.down_norm(x)
@@ -302,8 +318,9 @@ class V1Encoder(torch.nn.Module):
 class TympanV1(GridModel):
     """tympan v1: front end -> V1Encoder (a 1-D ConvNeXt), run in chunks with exact halos.
 
-    Timestamp embeddings (len(taps) * width,) every 20 ms (576 = 3 x 192 for V1_CONFIG: low, mid
-    and top features); scene embedding (2 * that,) = [mean, std] over frames.
+    Timestamp embeddings (tap_size(config),) every 20 ms (877 = 301 + 3 x 192 for V1_CONFIG: v0's
+    standardised front-end features, then low, mid and top features); scene embedding (2 * that,)
+    = [mean, std] over frames.
 
     Chunking: frames k0 .. k1-1 (k0 a multiple of `chunk_frames`, 3000 = 60 s) are computed from
     the front-end features of frames k0 - halo .. k1 + halo - 1, cut to the clip, where `halo` is
@@ -322,7 +339,7 @@ class TympanV1(GridModel):
         self.config = copy.deepcopy({k: config[k] for k in V1_CONFIG_KEYS})
         self.frontend = FrontEnd()
         self.encoder = V1Encoder(self.config)
-        self.timestamp_embedding_size = len(config["taps"]) * config["width"]
+        self.timestamp_embedding_size = tap_size(self.config)
         self.scene_embedding_size = 2 * self.timestamp_embedding_size
         field = receptive_field(self.config)
         self.halo = field + field % 2

@@ -9,7 +9,7 @@ What one step does (docs/encoder.md, "Training"):
 - Draws `batch` clips (a seeded permutation per epoch) and, per clip, a random crop of
   `crop_seconds` (4-8 s) of its AUGMENTED view (the clean view with --no-augment); a clip with
   phonemes is cropped to hold its whole utterance (CTC needs the whole transcript).
-- The student (TympanV1, init_v1(config, seed)) embeds the crop: (n, 576) every 20 ms.
+- The student (TympanV1, init_v1(config, seed)) embeds the crop: (n, 877) every 20 ms.
 - Heads on that embedding (training only; RUN/tympan-v1.pt holds the student alone):
   distillation, one Linear head per teacher, L1 + -log sigmoid(cosine) (DistilHuBERT) against
   the teacher's frames computed on the clean clip, standardised per dimension and moved onto the

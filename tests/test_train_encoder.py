@@ -260,3 +260,47 @@ def test_history_lines_after_the_checkpoint_and_a_line_cut_by_a_kill_are_dropped
     path.write_text("".join(json.dumps({"step": i, "loss": 1.0}) + "\n" for i in (1, 2, 3)) + '{"step": 4, "lo')
     encoder._truncate_history(path, 2)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+def test_fidelity_scores_the_heads_and_rises_with_training(built, tmp_path, capsys):
+    """`tympan train fidelity`: per teacher cosine and R^2 of the heads (R^2 as scikit-learn's
+    variance-weighted r2_score over every frame), higher after 40 steps than after 1; the clip heads'
+    accuracies; another data folder than the run's is refused."""
+    from sklearn.metrics import r2_score
+
+    d, t, _ = built
+    short, longer = tmp_path / "short", tmp_path / "longer"
+    assert cli(argv(built, short, "--steps", "1")) == 0
+    assert cli(argv(built, longer, "--steps", "40")) == 0
+    scores = {}
+    for run in (short, longer):
+        out = tmp_path / f"{run.name}.json"
+        capsys.readouterr()
+        assert cli(["train", "fidelity", "--run", str(run), "--train-data", str(d), "--train-targets", str(t),
+                    "--data", str(d), "--targets", str(t), "--json", str(out)]) == 0
+        assert "| crepe |" in capsys.readouterr().out
+        scores[run.name] = json.loads(out.read_text())
+    a, b = scores["short"]["teachers"]["crepe"], scores["longer"]["teachers"]["crepe"]
+    assert a["frames"] == b["frames"] > 6 * 100  # six clips of about 3 s, every frame
+    assert b["cosine"] > a["cosine"] + 0.05 and b["r2"] > a["r2"], (a, b)
+    assert scores["longer"]["language"]["clips"] == 3 and scores["longer"]["voice"]["clips"] == 3
+
+    trainer = encoder.load_run(longer, d, t)
+    held = encoder.Dataset(d, t, "augmented")
+    held.teacher_stats = trainer.ds.teacher_stats
+    preds, targets = [], []
+    with torch.no_grad():
+        for i, clip in enumerate(held.clips):
+            item = encoder.make_item(held, trainer.model.frontend, i, 0, len(clip.labels["activity"]))
+            preds.append(trainer.heads.teachers["crepe"](trainer.model.encoder(item.features)).numpy())
+            targets.append(item.teachers["crepe"].numpy())
+    expected = r2_score(np.concatenate(targets), np.concatenate(preds), multioutput="variance_weighted")
+    assert b["r2"] == pytest.approx(expected, abs=1e-4)
+
+    other = tmp_path / "other"
+    make_train_data(other, n=4)
+    capsys.readouterr()
+    assert cli(["train", "fidelity", "--run", str(longer), "--train-data", str(other), "--train-targets", str(t),
+                "--data", str(d), "--targets", str(t)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and len(err.splitlines()) == 1, err

@@ -203,6 +203,22 @@ def _parser() -> argparse.ArgumentParser:
     te.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
     te.add_argument("--export", action="store_true",
                     help="only write RUN/tympan-v1.pt from the run's last checkpoint")
+    tf = trsub.add_parser(
+        "fidelity",
+        help="score a training run's heads on held-out clips: cosine and R^2 per teacher, clip-head accuracy",
+        description="Load RUN's last checkpoint (student and heads) with the data it was trained on, embed every "
+        "clip of another training build (e.g. tympan train data --seed 1) whole, and compare each teacher "
+        "head with that build's teacher targets (docs/encoder.md, Fidelity).",
+    )
+    tf.add_argument("--run", required=True, help="a folder of tympan train encoder")
+    tf.add_argument("--train-data", required=True, help="the data folder the run was trained on")
+    tf.add_argument("--train-targets", required=True, help="the targets folder the run was trained on")
+    tf.add_argument("--data", required=True, help="held-out clips: another tympan train data folder")
+    tf.add_argument("--targets", required=True, help="their teacher targets (tympan train targets)")
+    tf.add_argument("--view", choices=["augmented", "clean"], default="augmented",
+                    help="which view of the held-out clips the student embeds (default: augmented)")
+    tf.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    tf.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     return parser
 
 
@@ -235,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         if args.train_command == "targets":
             return _train_targets(args)
+        if args.train_command == "fidelity":
+            from tympan.train import encoder
+
+            return encoder.fidelity_main(args)
         if args.train_command == "encoder":
             from tympan.train import encoder
 

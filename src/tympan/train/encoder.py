@@ -527,6 +527,113 @@ def export(model: TympanV1, path: Path) -> str:
     return save_weights(student, path, "v1")
 
 
+# --------------------------------------------------------------------------- fidelity
+
+
+def load_run(run: Path, data_dir: Path, targets_dir: Path | None) -> Trainer:
+    """The Trainer of RUN's last checkpoint over the data (and targets) it was trained on: refused
+    (TrainError) when they are not the run's (run.json), or when RUN holds no checkpoint."""
+    path = run / "run.json"
+    if not path.is_file() or not (run / "checkpoint.pt").is_file():
+        raise TrainError(f"{run} holds no run.json and checkpoint.pt: give a folder of tympan train encoder")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    raw = dict(record["settings"])
+    raw["crop_seconds"] = tuple(raw["crop_seconds"])
+    settings = Settings(**raw)
+    ds = Dataset(data_dir, targets_dir if settings.distill else None, "augmented" if settings.augment else "clean")
+    mine = run_record(ds, settings)
+    differ = sorted(k for k in set(mine) | set(record) if mine.get(k) != record.get(k))
+    if differ:
+        raise TrainError(f"{data_dir} (and its targets) are not what {run} was trained on ({', '.join(differ)} differ)")
+    trainer = Trainer(ds, settings)
+    trainer.load(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True))
+    trainer.model.eval()
+    trainer.heads.eval()
+    return trainer
+
+
+@torch.no_grad()
+def fidelity(trainer: Trainer, data_dir: Path, targets_dir: Path, view: str = "augmented") -> dict:
+    """How well the student's heads predict what they were trained on, on clips it never saw.
+
+    data_dir / targets_dir: another `tympan train data` build (e.g. another --seed) and its
+    teachers' targets; each clip is embedded whole (`view`: "augmented" or "clean"). Teacher
+    frames are standardised with the TRAINING set's constants, as in training. Returns, per
+    teacher, "cosine" (mean over frames of the cosine between head output and target), "r2"
+    (1 - sum of squared errors / sum of squares around the held-out mean, over every dimension)
+    and "r2_dims" (the median over dimensions of each dimension's R^2: a few near-constant dimensions make the mean meaningless), with "frames"; and for
+    the clip heads, "language" / "voice" accuracy on the clips that have one in the training
+    vocabulary (voice: the reversed head, lower means the embedding hides the speaker better).
+    """
+    train_ds = trainer.ds
+    held = Dataset(data_dir, targets_dir, view)
+    if held.targets_info["teachers"] != train_ds.targets_info["teachers"]:
+        raise TrainError(f"{targets_dir} holds teachers {held.targets_info['teachers']}, the run "
+                         f"{train_ds.targets_info['teachers']}")
+    held.teacher_stats = train_ds.teacher_stats
+    held.voices = train_ds.voices
+    # CTC is not scored here: phonemes only have to map to some index (unseen symbols past the head's)
+    held.symbols = train_ds.symbols + sorted(set(held.symbols) - set(train_ds.symbols))
+    heads = trainer.heads
+    sums = {n: {"sse": 0.0, "sum": 0.0, "sumsq": 0.0, "cos": 0.0, "frames": 0, "sse_d": 0, "s_d": 0, "ss_d": 0}
+            for n in heads.teachers}
+    clip_heads = {n: [0, 0] for n in ("language", "voice") if n in heads.sup}
+    for i, clip in enumerate(held.clips):
+        variant = _variant(clip.meta)
+        if variant and variant not in held.voices:
+            clip.meta = {**clip.meta, "voice": ""}  # a speaker the run never heard: no voice target
+        item = make_item(held, trainer.model.frontend, i, 0, len(clip.labels["activity"]))
+        emb = trainer.model.encoder(item.features).double()
+        for name, head in heads.teachers.items():
+            pred, target = head(emb.float()).double(), item.teachers[name].double()
+            acc = sums[name]
+            acc["cos"] += float(F.cosine_similarity(pred, target, dim=1, eps=COSINE_SAFE).sum())
+            acc["frames"] += target.shape[0]
+            acc["sse_d"] = acc["sse_d"] + (pred - target).square().sum(0)
+            acc["s_d"] = acc["s_d"] + target.sum(0)
+            acc["ss_d"] = acc["ss_d"] + target.square().sum(0)
+        pooled = emb.float().mean(dim=0, keepdim=True)
+        for name, label in (("language", item.language), ("voice", item.voice)):
+            if name in clip_heads and label >= 0:
+                clip_heads[name][0] += int(heads.sup[name](pooled).argmax()) == label
+                clip_heads[name][1] += 1
+    out: dict = {"view": view, "clips": len(held.clips), "teachers": {}}
+    for name, acc in sums.items():
+        n = acc["frames"]
+        sst_d = acc["ss_d"] - acc["s_d"].square() / n
+        out["teachers"][name] = {
+            "frames": n,
+            "cosine": acc["cos"] / n,
+            "r2": float(1 - acc["sse_d"].sum() / sst_d.sum()),
+            "r2_dims": float((1 - acc["sse_d"] / sst_d.clamp_min(1e-12)).median()),
+        }
+    for name, (right, total) in clip_heads.items():
+        out[name] = {"accuracy": right / total if total else None, "clips": total}
+    return out
+
+
+def fidelity_main(args: argparse.Namespace) -> int:
+    prog = "tympan train fidelity"
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        trainer = load_run(Path(args.run), Path(args.train_data), Path(args.train_targets))
+        result = fidelity(trainer, Path(args.data), Path(args.targets), args.view)
+    except TrainError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    result["run"], result["data"] = str(args.run), str(args.data)
+    print(f"| teacher | cosine | R^2 (pooled) | R^2 (median over dims) | frames |\n|---|---|---|---|---|")
+    for name, r in result["teachers"].items():
+        print(f"| {name} | {r['cosine']:.3f} | {r['r2']:.3f} | {r['r2_dims']:.3f} | {r['frames']} |")
+    for name in ("language", "voice"):
+        if name in result and result[name]["accuracy"] is not None:
+            print(f"{name} head accuracy: {result[name]['accuracy']:.3f} on {result[name]['clips']} clips")
+    if args.json:
+        atomic_write_json(args.json, result, indent=1)
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     prog = "tympan train encoder"
     try:

@@ -71,7 +71,7 @@ test: venv peers system-deps browser-deps experts
 	TYMPAN_PEERS_PYTHON=$(CURDIR)/$(PEERS)/bin/python $(PY) -m pytest -q -rs
 
 bench: venv peers
-	$(PY) benchmarks/long_audio.py --peers-python $(PEERS)/bin/python --repeat 3
+	$(PY) benchmarks/long_audio.py --peers-python $(PEERS)/bin/python --repeat 3 --module tympan=v0 --module tympan=v1
 
 bench-experts: venv peers experts
 	$(PY) benchmarks/long_audio.py --peers-python $(PEERS)/bin/python --module tympan \

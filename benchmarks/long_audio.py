@@ -4,8 +4,10 @@
     python benchmarks/long_audio.py --peers-python .venv-peers/bin/python [--minutes 20]
     python benchmarks/long_audio.py --peers-python .venv-peers/bin/python \
         --module tympan --module tympan.experts.crepe=tiny --module tympan.fusion   # any HEAR modules
+    python benchmarks/long_audio.py --peers-python .venv-peers/bin/python --repeat 3 \
+        --module tympan=v0 --module tympan=v1      # make bench: the shipped v1 (the default) beside v0
     python benchmarks/long_audio.py --peers-python .venv-peers/bin/python \
-        --module tympan=v0 --untrained-v1 /tmp/tympan-v1-untrained.pt   # v1's network beside v0
+        --module tympan=v0 --untrained-v1 /tmp/tympan-v1-untrained.pt   # a random-init v1 beside v0
 
 --module NAME[=MODEL] (repeatable; default: tympan) names a module and the argument of its
 load_model; hearbaseline.naive always runs last, from --peers-python, as the peer the

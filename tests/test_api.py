@@ -11,11 +11,14 @@ from tympan.audio import FEATURE_BLOCKS, HOP, HOP_MS, N_FEATURES, SAMPLE_RATE, n
 
 
 def test_model_attributes(model):
-    assert isinstance(model, torch.nn.Module)
-    assert model.sample_rate == 16000
-    assert isinstance(model.timestamp_embedding_size, int) and model.timestamp_embedding_size == N_FEATURES
-    assert isinstance(model.scene_embedding_size, int) and model.scene_embedding_size == 2 * N_FEATURES
-    assert model.version == "v0" and len(model.weights_sha256) == 64
+    """The default (v0) and v1: v1's embedding is v0's 301 features + 576 learned ones."""
+    v1 = tympan.load_model("v1")
+    for m, size, version in ((model, N_FEATURES, "v0"), (v1, N_FEATURES + 576, "v1")):
+        assert isinstance(m, torch.nn.Module)
+        assert m.sample_rate == 16000
+        assert isinstance(m.timestamp_embedding_size, int) and m.timestamp_embedding_size == size
+        assert isinstance(m.scene_embedding_size, int) and m.scene_embedding_size == 2 * size
+        assert m.version == version and len(m.weights_sha256) == 64
 
 
 @pytest.mark.parametrize("n_samples", [1, 2, 16, 319, 320, 321, 639, 640, 16000, 16017, 59840])
@@ -77,14 +80,17 @@ def test_numpy_input_is_accepted(model, noise):
     assert torch.equal(from_f64, from_torch)
 
 
-def test_frames_see_only_their_neighbourhood(model, noise):
+@pytest.mark.parametrize("version", ["v0", "v1"])
+def test_frames_see_only_their_neighbourhood(noise, version):
     # Changing audio far from a frame must not change that frame: no global normalisation.
-    audio = noise(1, 48000, seed=6)
+    # 4 s away is beyond v1's reach (2.72 s of network + 0.16 s of front-end context), and v0's.
+    model = tympan.load_model(version)
+    audio = noise(1, 8 * 16000, seed=6)
     changed = audio.clone()
-    changed[0, 40000:] = 0.9
+    changed[0, 6 * 16000 :] = 0.9
     a, _ = tympan.get_timestamp_embeddings(audio, model)
     b, _ = tympan.get_timestamp_embeddings(changed, model)
-    assert torch.equal(a[0, :50], b[0, :50])
+    assert torch.equal(a[0, :100], b[0, :100])
     assert not torch.equal(a[0, -10:], b[0, -10:])
 
 

@@ -14,7 +14,7 @@ import tympan
 from tympan.audio import HOP, n_frames
 from tympan.cli import main as cli
 from tympan.model import (
-    DEFAULT_WEIGHTS,
+    V0_WEIGHTS,
     V1_CONFIG,
     TympanV1,
     WeightsError,
@@ -239,7 +239,7 @@ def test_v1_weights_round_trip(tmp_path, noise):
 
 def test_save_weights_refuses_a_version_of_another_class(tmp_path):
     with pytest.raises(ValueError, match="TympanV1"):
-        save_weights(tympan.load_model(), tmp_path / "x.pt", "v1")
+        save_weights(tympan.load_model("v0"), tmp_path / "x.pt", "v1")
     with pytest.raises(ValueError, match="Tympan,"):
         save_weights(init_v1(TINY), tmp_path / "x.pt", "v0")
 
@@ -333,18 +333,23 @@ def test_load_model_v0_is_the_shipped_v0_even_beside_a_file_named_v0(tmp_path, m
     monkeypatch.chdir(tmp_path)
     save_weights(init_v1(TINY), tmp_path / "v0", "v1")  # a file named v0 that is not v0
     named = tympan.load_model("v0")
-    default = tympan.load_model()
     assert type(named).__name__ == "Tympan" and named.version == "v0"
-    assert named.weights_sha256 == default.weights_sha256 == torch.load(DEFAULT_WEIGHTS, weights_only=True)["sha256"]
+    assert named.weights_sha256 == torch.load(V0_WEIGHTS, weights_only=True)["sha256"]
     audio = noise(1, 8000)
-    assert torch.equal(tympan.get_scene_embeddings(audio, named), tympan.get_scene_embeddings(audio, default))
+    v0_file = tympan.get_scene_embeddings(audio, tympan.load_model(str(V0_WEIGHTS)))
+    assert torch.equal(tympan.get_scene_embeddings(audio, named), v0_file)
     # the file itself loads by path
     assert isinstance(tympan.load_model("./v0"), TympanV1)
     assert isinstance(tympan.load_model(Path("v0")), TympanV1)
 
 
-def test_load_model_v1_by_name_says_it_does_not_ship(tmp_path, monkeypatch):
+def test_load_model_v1_is_the_shipped_v1_and_a_version_that_does_not_ship_says_so(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    save_weights(init_v1(TINY), tmp_path / "v1", "v1")  # a file named v1 that is not the shipped v1
+    shipped = tympan.load_model("v1")
+    assert shipped.config == V1_CONFIG and shipped.version == "v1"
+    assert tympan.load_model("./v1").config == TINY
+    monkeypatch.delitem(tympan.SHIPPED_WEIGHTS, "v1")
     with pytest.raises(WeightsError, match=r"no v1 weights ship.*\./v1"):
         tympan.load_model("v1")
 

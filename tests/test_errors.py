@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import tympan
-from tympan.model import DEFAULT_WEIGHTS, WeightsError, save_weights
+from tympan.model import V0_WEIGHTS, WeightsError, save_weights
 
 from payloads import same_payload  # tests/payloads.py
 
@@ -71,7 +71,7 @@ def test_missing_weights_file(tmp_path):
 
 
 def test_truncated_weights_file(tmp_path):
-    data = DEFAULT_WEIGHTS.read_bytes()
+    data = V0_WEIGHTS.read_bytes()
     path = tmp_path / "truncated.pt"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="truncated"):
@@ -90,13 +90,13 @@ def test_weights_of_another_model(tmp_path):
 
 def test_weights_of_another_version(tmp_path):
     path = tmp_path / "v9.pt"
-    save_weights(tympan.load_model(), path, "v9")
+    save_weights(tympan.load_model("v0"), path, "v9")
     with pytest.raises(WeightsError, match="version 'v9'"):
         tympan.load_model(str(path))
 
 
 def test_tampered_weights_fail_the_checksum(tmp_path):
-    payload = torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    payload = torch.load(V0_WEIGHTS, weights_only=True)
     payload["state_dict"]["encoder.mean"][0] += 1.0
     path = tmp_path / "tampered.pt"
     torch.save(payload, path)
@@ -106,10 +106,10 @@ def test_tampered_weights_fail_the_checksum(tmp_path):
 
 def test_a_copied_weights_file_loads_by_path(tmp_path, noise):
     path = tmp_path / "copy.pt"
-    shutil.copy(DEFAULT_WEIGHTS, path)
+    shutil.copy(V0_WEIGHTS, path)
     audio = noise(1, 4000)
     a = tympan.get_scene_embeddings(audio, tympan.load_model(str(path)))
-    b = tympan.get_scene_embeddings(audio, tympan.load_model())
+    b = tympan.get_scene_embeddings(audio, tympan.load_model("v0"))
     assert torch.equal(a, b)
 
 
@@ -148,9 +148,9 @@ def test_fuzz_flipped_bits_in_a_weights_file_raise_weights_error_or_change_nothi
     load, but only where neither zipfile's check nor torch's reader uses the byte (local header
     fields such as times and CRC copies, the alignment padding, unused central-directory fields),
     so that the very same payload and model come out."""
-    data = DEFAULT_WEIGHTS.read_bytes()
-    original_payload = torch.load(DEFAULT_WEIGHTS, map_location="cpu", weights_only=True)
-    original_model = tympan.load_model()
+    data = V0_WEIGHTS.read_bytes()
+    original_payload = torch.load(V0_WEIGHTS, map_location="cpu", weights_only=True)
+    original_model = tympan.load_model("v0")
     members = _member_bytes(data)
     assert len(members) > len(data) // 2
     rng = random.Random(20261206)
@@ -167,7 +167,7 @@ def test_fuzz_flipped_bits_in_a_weights_file_raise_weights_error_or_change_nothi
 
 
 def test_fuzz_truncated_weights_files_raise_weights_error(tmp_path):
-    data = DEFAULT_WEIGHTS.read_bytes()
+    data = V0_WEIGHTS.read_bytes()
     path = tmp_path / "truncated.pt"
     for length in [*range(0, len(data), 13), *range(len(data) - 40, len(data))]:
         path.write_bytes(data[:length])
@@ -198,7 +198,7 @@ def test_a_weights_file_never_runs_pickled_code(tmp_path, monkeypatch):
     ],
 )
 def test_changed_metadata_is_a_weights_error(tmp_path, field, value, words):
-    payload = torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    payload = torch.load(V0_WEIGHTS, weights_only=True)
     payload[field] = value
     torch.save(payload, tmp_path / "edited.pt")
     with pytest.raises(WeightsError, match=words):

@@ -4,7 +4,7 @@
     model = tympan.load_model()                        # shipped weights, no network
     audio = torch.zeros(2, 16000)                      # (n_sounds, n_samples), 16 kHz, float
     emb, ts = tympan.get_timestamp_embeddings(audio, model)   # (2, 51, 301), (2, 51) ms
-    scene = tympan.get_scene_embeddings(audio, model)          # (2, 602)
+    scene = tympan.get_scene_embeddings(audio, model)          # (2, 602); load_model("v1"): 877, 1754
 
 Timestamps are frame centres every 20 ms from 0 ms up to the clip's duration (audio.py).
 """
@@ -31,8 +31,9 @@ __version__ = "0.1.0"
 
 
 def load_model(model_file_path: str | os.PathLike = "") -> Tympan | TympanV1:
-    """Load tympan. "" loads the default weights shipped inside the package (v0); the name "v0"
-    loads the shipped v0 explicitly; anything else is the path of a weights file (v0 or v1).
+    """Load tympan. "" loads the default weights shipped inside the package (v0:
+    model.DEFAULT_VERSION); the names "v0" and "v1" (the trained encoder) load those shipped
+    weights explicitly; anything else is the path of a weights file (v0 or v1).
 
     A version name is always a name, never a file: a file named v0 in the working directory
     loads as "./v0" (or pathlib.Path("v0")). Returns a torch.nn.Module in eval mode on the CPU

@@ -50,7 +50,7 @@ import torch
 from tympan.experts import cache
 from tympan.io import atomic_write
 from tympan.checksum import sha256_file, state_dict_sha256
-from tympan.model import DEFAULT_WEIGHTS, GridModel, WeightsError, load_weights, pool_mean_std, verify_archive
+from tympan.model import V0_WEIGHTS, GridModel, WeightsError, load_weights, pool_mean_std, verify_archive
 
 __all__ = ["BLOCKS", "Fusion", "get_scene_embeddings", "get_timestamp_embeddings", "load_model", "pack"]
 
@@ -91,7 +91,7 @@ class WithSalience(torch.nn.Module):
 
 
 def _v0(states: dict) -> torch.nn.Module:
-    return load_weights(DEFAULT_WEIGHTS)
+    return load_weights(V0_WEIGHTS)
 
 
 def _crepe(states: dict) -> torch.nn.Module:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tympan.audio import N_FEATURES, SAMPLE_RATE, FrontEnd
-from tympan.model import DEFAULT_WEIGHTS, Tympan, save_weights
+from tympan.model import V0_WEIGHTS, Tympan, save_weights
 
 SEED = 20261129
 N_CLIPS = 96
@@ -106,7 +106,7 @@ def build() -> Tympan:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(DEFAULT_WEIGHTS))
+    parser.add_argument("--out", default=str(V0_WEIGHTS))
     args = parser.parse_args(argv)
     sha = save_weights(build(), args.out, "v0")
     print(f"wrote {args.out} (v0, sha256 {sha})")

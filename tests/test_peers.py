@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tympan.model import V1_WEIGHTS
+
 PEERS_PYTHON = os.environ.get("TYMPAN_PEERS_PYTHON", "")
 needs_peers = pytest.mark.skipif(
     not (PEERS_PYTHON and Path(PEERS_PYTHON).exists()),
@@ -17,9 +19,11 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 
 @needs_peers
-def test_official_hear_validator_says_looks_good():
+@pytest.mark.parametrize("model", [[], ["--model", str(V1_WEIGHTS)]], ids=["default", "v1"])
+def test_official_hear_validator_says_looks_good(model):
     validator = Path(PEERS_PYTHON).parent / "hear-validator"
-    out = subprocess.run([str(validator), "tympan", "--device", "cpu"], capture_output=True, text=True, env=ENV, timeout=600)
+    out = subprocess.run([str(validator), "tympan", *model, "--device", "cpu"], capture_output=True, text=True, env=ENV,
+                         timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Looks good!" in out.stdout, out.stdout + out.stderr
     assert "Interval between timestamps is 20.0ms" in out.stdout

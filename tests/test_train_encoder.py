@@ -304,3 +304,55 @@ def test_fidelity_scores_the_heads_and_rises_with_training(built, tmp_path, caps
                 "--data", str(d), "--targets", str(t)]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and len(err.splitlines()) == 1, err
+
+
+def test_clean_share_draws_clean_crops_with_their_own_labels_and_exact_targets(built, tmp_path):
+    """--clean-share P: about P of the crops come from the clean clip, with the clean labels and the
+    teachers' frames unwarped; 0 keeps the crops of runs made before it existed; refused with
+    --no-augment or outside 0..1."""
+    d, t, _ = built
+    ds = encoder.Dataset(d, t, "augmented", clean_too=True)
+    base = encoder.Settings(batch=4, crop_seconds=(1.0, 2.0))
+    old = [draw[:3] for step in range(30) for draw in encoder.draw(ds, base, step)]
+    half = encoder.Settings(batch=4, crop_seconds=(1.0, 2.0), clean_share=0.5)
+    draws = [draw for step in range(100) for draw in encoder.draw(ds, half, step)]
+    share = np.mean([clean for *_, clean in draws])
+    assert 0.4 < share < 0.6, share
+    assert not any(clean for step in range(30) for *_, clean in encoder.draw(ds, base, step))
+    assert [dr[:3] for step in range(30) for dr in encoder.draw(ds, base, step)] == old
+    assert all(clean for step in range(5) for *_, clean in
+               encoder.draw(ds, encoder.Settings(batch=4, clean_share=1.0), step))
+
+    frontend = init_v1(TINY).frontend
+    music = 1  # clip 1 is music: its augmented view is a semitone up and shorter
+    clean_item = encoder.make_item(ds, frontend, music, 0, 40, clean=True)
+    aug_item = encoder.make_item(ds, frontend, music, 0, 40)
+    clip = ds.clips[music]
+    x, _ = sf.read(clip.npz.with_name(clip.npz.name.replace(".npz", ".wav")), dtype="float32")
+    with torch.no_grad():
+        want = frontend.frames(frontend.padded(torch.from_numpy(x)), 0, 40)
+    assert torch.equal(clean_item.features, want) and not torch.equal(aug_item.features, want)
+    assert torch.equal(clean_item.frames["roll"][:, :88], torch.from_numpy(clip.clean_labels["piano_roll"][:40]).float())
+    mean, std = ds.teacher_stats["crepe"]
+    exact = (torch.from_numpy(clip.targets["crepe"][:40].astype(np.float32)) - mean) / std
+    assert torch.equal(clean_item.teachers["crepe"], exact)
+
+    run = tmp_path / "clean"
+    assert cli(argv(built, run, "--steps", "4", "--clean-share", "0.5")) == 0
+    assert json.loads((run / "run.json").read_text())["settings"]["clean_share"] == 0.5
+    for bad in (["--clean-share", "1.5"], ["--clean-share", "0.5", "--no-augment"]):
+        assert cli(argv(built, tmp_path / "bad", "--steps", "1", *bad)) == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_json_from_before_clean_share_resumes_and_scores(built, tmp_path):
+    run = tmp_path / "old"
+    assert cli(argv(built, run, "--steps", "2")) == 0
+    record = json.loads((run / "run.json").read_text())
+    del record["settings"]["clean_share"]  # as the runs made before the option wrote it
+    (run / "run.json").write_text(json.dumps(record))
+    assert cli(argv(built, run, "--steps", "2")) == 0  # the same run: resumed (nothing left), not refused
+    assert len(history(run)) == 2
+    d, t, _ = built
+    assert encoder.load_run(run, d, t).step == 2  # and tympan train fidelity can load it
+    assert cli(argv(built, run, "--steps", "2", "--clean-share", "0.5")) == 2  # another configuration

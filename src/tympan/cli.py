@@ -196,6 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     te.add_argument("--no-distill", action="store_true", help="ablation: no teacher heads")
     te.add_argument("--no-supervised", action="store_true", help="ablation: no supervised heads")
     te.add_argument("--no-augment", action="store_true", help="ablation: the clean clips instead of the augmented")
+    te.add_argument("--clean-share", type=float, default=0.0,
+                    help="share of crops taken from the clean clip instead of the augmented one (default: 0)")
     te.add_argument("--model-config", default=None,
                     help="JSON file of a v1 architecture (model.V1_CONFIG's fields; default: V1_CONFIG)")
     te.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

@@ -71,7 +71,9 @@ class Settings:
 
     crop_seconds: (low, high) uniform crop lengths; weights: group weights "distill" and
     "supervised"; grl: the gradient reversal's factor for the voice head; steps: the schedule's
-    length (None: --minutes, constant learning rate after the warmup)."""
+    length (None: --minutes, constant learning rate after the warmup); clean_share: the share of
+    crops taken from the clean clip instead of the augmented one (there the teachers' frames are
+    exact: docs/encoder.md, "Ablations" and "Fidelity")."""
 
     seed: int = 0
     batch: int = 8
@@ -86,6 +88,7 @@ class Settings:
     distill: bool = True
     supervised: bool = True
     augment: bool = True
+    clean_share: float = 0.0
     model_config: dict = field(default_factory=lambda: copy.deepcopy(V1_CONFIG))
 
     def to_dict(self) -> dict:
@@ -104,6 +107,7 @@ class Clip:
     labels: dict
     meta: dict
     targets: dict | None  # {teacher: (n_clean, width) float16}, clean frames
+    clean_labels: dict | None = None  # the clean view's labels, when crops may come from it (clean_share)
 
 
 class Dataset:
@@ -112,7 +116,7 @@ class Dataset:
     Vocabularies come from the data: `symbols` (IPA code points of every clip's phonemes, sorted;
     CTC class i + 1, 0 is the blank), `languages` (settings.json), `voices` (espeak-ng variants)."""
 
-    def __init__(self, data_dir: Path, targets_dir: Path | None, view: str) -> None:
+    def __init__(self, data_dir: Path, targets_dir: Path | None, view: str, clean_too: bool = False) -> None:
         settings_path = data_dir / "settings.json"
         if not settings_path.is_file() or not (data_dir / "manifest.json").is_file():
             raise TrainError(
@@ -145,7 +149,8 @@ class Dataset:
                     targets = reader.read(key)
                 except Exception as e:  # TargetsError: missing, failed or stale rows
                     raise TrainError(str(e)) from None
-            self.clips.append(Clip(data_dir / key, speed, labels, meta, targets))
+            clean_labels = data.read_clip(data_dir / key, "clean")[1] if clean_too else None
+            self.clips.append(Clip(data_dir / key, speed, labels, meta, targets, clean_labels))
         self.languages: list[str] = list(self.settings.get("languages", []))
         self.symbols = sorted({ch for p in self._phonemes() for ch in p if not ch.isspace()})
         self.voices = sorted({v for c in self.clips if (v := _variant(c.meta))})
@@ -165,11 +170,12 @@ class Dataset:
             stats[name] = (torch.from_numpy(mean).float(), torch.from_numpy(std).float())
         return stats
 
-    def audio(self, clip: Clip) -> np.ndarray:
+    def audio(self, clip: Clip, clean: bool = False) -> np.ndarray:
+        """The clip's audio in the dataset's view, or its clean view with `clean`."""
         import soundfile as sf
 
         stem = clip.npz.name[: -len(".npz")]
-        suffix = ".aug.wav" if self.view == "augmented" else ".wav"
+        suffix = ".aug.wav" if self.view == "augmented" and not clean else ".wav"
         x, _ = sf.read(str(clip.npz.with_name(stem + suffix)), dtype="float32")
         return x
 
@@ -193,8 +199,9 @@ class Item:
     audio_seconds: float
 
 
-def draw(ds: Dataset, settings: Settings, step: int) -> list[tuple[int, int, int]]:
-    """The batch of `step`: (clip index, first frame, frames) per item, from (seed, step) alone."""
+def draw(ds: Dataset, settings: Settings, step: int) -> list[tuple[int, int, int, bool]]:
+    """The batch of `step`: (clip index, first frame, frames, clean view) per item, from (seed, step)
+    alone. With clean_share 0 the crops are those of the runs made before it existed."""
     n = len(ds.clips)
     out = []
     for j in range(settings.batch):
@@ -203,27 +210,33 @@ def draw(ds: Dataset, settings: Settings, step: int) -> list[tuple[int, int, int
         clip_index = int(np.random.default_rng([settings.seed, 1, epoch]).permutation(n)[pos])
         rng = np.random.default_rng([settings.seed, 2, step, j])
         clip = ds.clips[clip_index]
-        total = len(clip.labels["activity"])
+        # its own stream, so that the crops of clean_share 0 stay what they were
+        share = settings.clean_share
+        clean = share > 0 and np.random.default_rng([settings.seed, 3, step, j]).random() < share
+        labels, speed = (clip.clean_labels, 1.0) if clean else (clip.labels, clip.speed)
+        total = len(labels["activity"])
         length = min(total, round(rng.uniform(*settings.crop_seconds) * 1000 / HOP_MS))
         low, high = 0, total - length
-        speech = clip.labels["speech"]
+        speech = labels["speech"]
         if settings.supervised and clip.meta.get("phonemes") and len(speech):
-            first = max(0, math.floor(speech[:, 0].min() / clip.speed / HOP_MS) - SPEECH_MARGIN_FRAMES)
-            last = min(total, math.ceil(speech[:, 1].max() / clip.speed / HOP_MS) + SPEECH_MARGIN_FRAMES)
+            first = max(0, math.floor(speech[:, 0].min() / speed / HOP_MS) - SPEECH_MARGIN_FRAMES)
+            last = min(total, math.ceil(speech[:, 1].max() / speed / HOP_MS) + SPEECH_MARGIN_FRAMES)
             length = max(length, last - first)
             low, high = max(0, last - length), min(first, total - length)
-        out.append((clip_index, int(rng.integers(low, high + 1)), length))
+        out.append((clip_index, int(rng.integers(low, high + 1)), length, bool(clean)))
     return out
 
 
-def make_item(ds: Dataset, frontend, clip_index: int, k0: int, length: int) -> Item:
+def make_item(ds: Dataset, frontend, clip_index: int, k0: int, length: int, clean: bool = False) -> Item:
+    """One crop of the clip in the dataset's view (or its clean view with `clean`: clean labels,
+    the teachers' frames as computed, no warp)."""
     clip = ds.clips[clip_index]
-    audio = torch.from_numpy(ds.audio(clip))
+    audio = torch.from_numpy(ds.audio(clip, clean))
     total = n_frames(len(audio))
     k1 = k0 + length
     with torch.no_grad():
         features = frontend.frames(frontend.padded(audio), k0, k1)
-    lab = clip.labels
+    lab = clip.clean_labels if clean else clip.labels
     frames = {
         "activity": torch.from_numpy(lab["activity"][k0:k1].astype(np.float32)),
         "onsets": torch.from_numpy(np.concatenate([lab["onsets"], lab["event_onsets"]], 1)[k0:k1].astype(np.float32)),
@@ -234,7 +247,7 @@ def make_item(ds: Dataset, frontend, clip_index: int, k0: int, length: int) -> I
     }
     teachers = {}
     for name, (mean, std) in ds.teacher_stats.items():
-        t = augment.warp_frames(clip.targets[name], clip.speed, total)[k0:k1]
+        t = augment.warp_frames(clip.targets[name], 1.0 if clean else clip.speed, total)[k0:k1]
         teachers[name] = (torch.from_numpy(t.astype(np.float32)) - mean) / std
     phonemes = None
     if clip.meta.get("phonemes"):
@@ -407,11 +420,23 @@ def run_record(ds: Dataset, settings: Settings) -> dict:
     }
 
 
+# Settings added after the first runs, with the value that reproduces those runs: a run.json
+# without them holds that value (so its run resumes and its fidelity is scored).
+ADDED_SETTINGS = {"clean_share": 0.0}
+
+
+def _read_record(path: Path) -> dict:
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(record.get("settings"), dict):
+        record["settings"] = {**ADDED_SETTINGS, **record["settings"]}
+    return record
+
+
 def check_run(run: Path, record: dict) -> None:
     """Refuse a RUN that holds another configuration (naming what differs), or other files."""
     path = run / "run.json"
     if path.is_file():
-        before = json.loads(path.read_text(encoding="utf-8"))
+        before = _read_record(path)
         differ = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
         if "settings" in differ:
             a, b = before.get("settings", {}), record["settings"]
@@ -453,8 +478,11 @@ def train(data_dir, targets_dir, run, settings: Settings, minutes: float | None 
         raise TrainError("--no-distill and --no-supervised together leave nothing to train")
     if settings.distill and targets_dir is None:
         raise TrainError("--targets is required unless --no-distill")
+    if not 0 <= settings.clean_share <= 1 or settings.clean_share > 0 and not settings.augment:
+        raise TrainError(f"--clean-share {settings.clean_share}: give a share in 0..1, and not with --no-augment "
+                         "(every crop is clean then)")
     ds = Dataset(Path(data_dir), Path(targets_dir) if settings.distill else None,
-                 "augmented" if settings.augment else "clean")
+                 "augmented" if settings.augment else "clean", clean_too=settings.clean_share > 0)
     record = run_record(ds, settings)
     check_run(run, record)
     checkpoint = run / "checkpoint.pt"
@@ -536,11 +564,12 @@ def load_run(run: Path, data_dir: Path, targets_dir: Path | None) -> Trainer:
     path = run / "run.json"
     if not path.is_file() or not (run / "checkpoint.pt").is_file():
         raise TrainError(f"{run} holds no run.json and checkpoint.pt: give a folder of tympan train encoder")
-    record = json.loads(path.read_text(encoding="utf-8"))
+    record = _read_record(path)
     raw = dict(record["settings"])
     raw["crop_seconds"] = tuple(raw["crop_seconds"])
     settings = Settings(**raw)
-    ds = Dataset(data_dir, targets_dir if settings.distill else None, "augmented" if settings.augment else "clean")
+    ds = Dataset(data_dir, targets_dir if settings.distill else None, "augmented" if settings.augment else "clean",
+                 clean_too=settings.clean_share > 0)
     mine = run_record(ds, settings)
     differ = sorted(k for k in set(mine) | set(record) if mine.get(k) != record.get(k))
     if differ:
@@ -648,6 +677,7 @@ def main(args: argparse.Namespace) -> int:
             crop_seconds=(args.crop_min, args.crop_max),
             weights={"distill": args.distill_weight, "supervised": args.supervised_weight},
             distill=not args.no_distill, supervised=not args.no_supervised, augment=not args.no_augment,
+            clean_share=args.clean_share,
             model_config=config,
         )
         if not 0 < args.crop_min <= args.crop_max:
@@ -670,4 +700,5 @@ def main(args: argparse.Namespace) -> int:
 
 def _default_name(settings: Settings) -> str:
     flags = "".join(f"-no-{n}" for n in ("distill", "supervised", "augment") if not getattr(settings, n))
+    flags += f"-clean{settings.clean_share:g}" if settings.clean_share else ""
     return f"encoder-seed{settings.seed}{flags}"

@@ -253,14 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         if args.train_command == "targets":
             return _train_targets(args)
-        if args.train_command == "fidelity":
+        if args.train_command in ("encoder", "fidelity"):
             from tympan.train import encoder
 
-            return encoder.fidelity_main(args)
-        if args.train_command == "encoder":
-            from tympan.train import encoder
-
-            return encoder.main(args)
+            return encoder.main(args) if args.train_command == "encoder" else encoder.fidelity_main(args)
         from tympan.train import data
 
         return data.main(args)

@@ -432,16 +432,27 @@ def _read_record(path: Path) -> dict:
     return record
 
 
+def _differences(before: dict, record: dict) -> list[str]:
+    """The run.json fields (and settings) in which two records differ."""
+    differ = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
+    if "settings" in differ:
+        a, b = before.get("settings", {}), record["settings"]
+        differ.remove("settings")
+        differ += sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return differ
+
+
+def _dataset(data_dir, targets_dir, settings: Settings) -> Dataset:
+    """The Dataset a run of `settings` trains on: its view, its targets unless --no-distill."""
+    return Dataset(Path(data_dir), Path(targets_dir) if settings.distill else None,
+                   "augmented" if settings.augment else "clean", clean_too=settings.clean_share > 0)
+
+
 def check_run(run: Path, record: dict) -> None:
     """Refuse a RUN that holds another configuration (naming what differs), or other files."""
     path = run / "run.json"
     if path.is_file():
-        before = _read_record(path)
-        differ = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
-        if "settings" in differ:
-            a, b = before.get("settings", {}), record["settings"]
-            differ.remove("settings")
-            differ += sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        differ = _differences(_read_record(path), record)
         if differ:
             raise TrainError(
                 f"{run} holds a run of another configuration ({', '.join(differ)} differ): runs are never mixed; "
@@ -481,8 +492,7 @@ def train(data_dir, targets_dir, run, settings: Settings, minutes: float | None 
     if not 0 <= settings.clean_share <= 1 or settings.clean_share > 0 and not settings.augment:
         raise TrainError(f"--clean-share {settings.clean_share}: give a share in 0..1, and not with --no-augment "
                          "(every crop is clean then)")
-    ds = Dataset(Path(data_dir), Path(targets_dir) if settings.distill else None,
-                 "augmented" if settings.augment else "clean", clean_too=settings.clean_share > 0)
+    ds = _dataset(data_dir, targets_dir, settings)
     record = run_record(ds, settings)
     check_run(run, record)
     checkpoint = run / "checkpoint.pt"
@@ -568,10 +578,8 @@ def load_run(run: Path, data_dir: Path, targets_dir: Path | None) -> Trainer:
     raw = dict(record["settings"])
     raw["crop_seconds"] = tuple(raw["crop_seconds"])
     settings = Settings(**raw)
-    ds = Dataset(data_dir, targets_dir if settings.distill else None, "augmented" if settings.augment else "clean",
-                 clean_too=settings.clean_share > 0)
-    mine = run_record(ds, settings)
-    differ = sorted(k for k in set(mine) | set(record) if mine.get(k) != record.get(k))
+    ds = _dataset(data_dir, targets_dir, settings)
+    differ = _differences(record, run_record(ds, settings))
     if differ:
         raise TrainError(f"{data_dir} (and its targets) are not what {run} was trained on ({', '.join(differ)} differ)")
     trainer = Trainer(ds, settings)
@@ -590,8 +598,8 @@ def fidelity(trainer: Trainer, data_dir: Path, targets_dir: Path, view: str = "a
     frames are standardised with the TRAINING set's constants, as in training. Returns, per
     teacher, "cosine" (mean over frames of the cosine between head output and target), "r2"
     (1 - sum of squared errors / sum of squares around the held-out mean, over every dimension)
-    and "r2_dims" (the median over dimensions of each dimension's R^2: a few near-constant dimensions make the mean meaningless), with "frames"; and for
-    the clip heads, "language" / "voice" accuracy on the clips that have one in the training
+    and "r2_dims" (the median over dimensions of each dimension's R^2: a few near-constant
+    dimensions make the mean meaningless), with "frames"; and for the clip heads, "language" / "voice" accuracy on the clips that have one in the training
     vocabulary (voice: the reversed head, lower means the embedding hides the speaker better).
     """
     train_ds = trainer.ds
@@ -604,24 +612,23 @@ def fidelity(trainer: Trainer, data_dir: Path, targets_dir: Path, view: str = "a
     # CTC is not scored here: phonemes only have to map to some index (unseen symbols past the head's)
     held.symbols = train_ds.symbols + sorted(set(held.symbols) - set(train_ds.symbols))
     heads = trainer.heads
-    sums = {n: {"sse": 0.0, "sum": 0.0, "sumsq": 0.0, "cos": 0.0, "frames": 0, "sse_d": 0, "s_d": 0, "ss_d": 0}
-            for n in heads.teachers}
+    sums = {n: {"cos": 0.0, "frames": 0, "sse_d": 0, "s_d": 0, "ss_d": 0} for n in heads.teachers}
     clip_heads = {n: [0, 0] for n in ("language", "voice") if n in heads.sup}
     for i, clip in enumerate(held.clips):
         variant = _variant(clip.meta)
         if variant and variant not in held.voices:
             clip.meta = {**clip.meta, "voice": ""}  # a speaker the run never heard: no voice target
         item = make_item(held, trainer.model.frontend, i, 0, len(clip.labels["activity"]))
-        emb = trainer.model.encoder(item.features).double()
+        emb = trainer.model.encoder(item.features)
         for name, head in heads.teachers.items():
-            pred, target = head(emb.float()).double(), item.teachers[name].double()
+            pred, target = head(emb).double(), item.teachers[name].double()
             acc = sums[name]
             acc["cos"] += float(F.cosine_similarity(pred, target, dim=1, eps=COSINE_SAFE).sum())
             acc["frames"] += target.shape[0]
             acc["sse_d"] = acc["sse_d"] + (pred - target).square().sum(0)
             acc["s_d"] = acc["s_d"] + target.sum(0)
             acc["ss_d"] = acc["ss_d"] + target.square().sum(0)
-        pooled = emb.float().mean(dim=0, keepdim=True)
+        pooled = emb.mean(dim=0, keepdim=True)
         for name, label in (("language", item.language), ("voice", item.voice)):
             if name in clip_heads and label >= 0:
                 clip_heads[name][0] += int(heads.sup[name](pooled).argmax()) == label

@@ -356,3 +356,42 @@ def test_a_run_json_from_before_clean_share_resumes_and_scores(built, tmp_path):
     d, t, _ = built
     assert encoder.load_run(run, d, t).step == 2  # and tympan train fidelity can load it
     assert cli(argv(built, run, "--steps", "2", "--clean-share", "0.5")) == 2  # another configuration
+
+
+def test_augmented_targets_replace_the_warped_clean_frames_of_their_teachers(built, tmp_path, capsys):
+    d, t, _ = built
+    aug = tmp_path / "aug"
+    assert cli(["train", "targets", "--data", str(d), "--out", str(aug), "--teachers", "crepe",
+                "--view", "augmented"]) == 0
+    plain = encoder.Dataset(d, t, "augmented", clean_too=True)
+    ds = encoder.Dataset(d, t, "augmented", clean_too=True, augmented_dir=aug)
+    frontend = init_v1(TINY).frontend
+    music = 1  # a semitone up: the clean frames warped are not the teacher on the audio the student hears
+    clip = ds.clips[music]
+    n_aug = len(clip.labels["activity"])
+    assert clip.augmented_targets["crepe"].shape == (n_aug, 256)
+    item = encoder.make_item(ds, frontend, music, 3, 30)
+    mean, std = ds.teacher_stats["crepe"]  # standardised with the clean targets' constants
+    want = (torch.from_numpy(clip.augmented_targets["crepe"][3:33].astype(np.float32)) - mean) / std
+    assert torch.equal(item.teachers["crepe"], want)
+    warped = encoder.make_item(plain, frontend, music, 3, 30).teachers["crepe"]
+    assert not torch.allclose(warped, want, atol=0.1)
+    assert torch.equal(item.features, encoder.make_item(plain, frontend, music, 3, 30).features)
+    # a clean crop keeps the clean frames as computed
+    clean = encoder.make_item(ds, frontend, music, 3, 30, clean=True).teachers["crepe"]
+    assert torch.equal(clean, (torch.from_numpy(clip.targets["crepe"][3:33].astype(np.float32)) - mean) / std)
+
+    run = tmp_path / "run"
+    assert cli(argv(built, run, "--steps", "3", "--augmented-targets", str(aug))) == 0
+    record = json.loads((run / "run.json").read_text())
+    assert record["augmented_targets"]["teachers"] == ["crepe"] and record["augmented_targets"]["view"] == "augmented"
+    assert cli(argv(built, run, "--steps", "3")) == 2  # without them it is another run
+    assert "augmented_targets" in capsys.readouterr().err
+    assert encoder.load_run(run, d, t).step == 3  # fidelity needs only the clean targets
+    # refused: clean-view targets, --no-augment, --no-distill; nothing written
+    for bad in (["--augmented-targets", str(t)], ["--augmented-targets", str(aug), "--no-augment"],
+                ["--augmented-targets", str(aug), "--no-distill"]):
+        assert cli(argv(built, tmp_path / "bad", "--steps", "1", *bad)) == 2
+        err = capsys.readouterr().err
+        assert "--augmented-targets" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "bad").exists()

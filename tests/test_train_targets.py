@@ -1,4 +1,4 @@
-"""`tympan train targets`: teachers' frames of the clean clips, stored once, exactly once, never stale.
+"""`tympan train targets`: teachers' frames of the clean (or augmented) clips, stored once, exactly once, never stale.
 
 A few short clips in the layout of a `tympan train data` folder (clean .wav, augmented .aug.wav,
 settings.json, manifest.json with SHA-256s) and CREPE tiny, the cheapest teacher.
@@ -101,6 +101,37 @@ def test_targets_are_the_teacher_on_the_clean_clip_in_float16(tmp_path, crepe_ti
                                   targets.read(keys[1])["crepe"])
     manifest = json.loads((out / "corpus" / "manifest.json").read_text())
     assert manifest["layout"] == {"precision": "float16", "scene": False, "sha256": True}
+
+
+def test_the_augmented_view_is_the_teacher_on_the_student_clip_and_never_mixed_with_clean(tmp_path, crepe_tiny, capsys):
+    from tympan.train.targets import Targets
+
+    data, clean, aug = tmp_path / "data", tmp_path / "clean", tmp_path / "aug"
+    keys = make_data(data, n=2)
+    assert cli(targets_argv(data, aug, "--view", "augmented")) == 0
+    targets = Targets(aug, data)
+    assert targets.view == "augmented"
+    assert sorted(targets.keys()) == [k.replace(".wav", ".aug.wav") for k in keys]
+    for key in keys:
+        got = targets.read(key)["crepe"]  # any form of the clip's name: the augmented row
+        want = crepe_frames(crepe_tiny, data / key.replace(".wav", ".aug.wav"))
+        assert got.shape == want.shape == (round(1.5 * 1.1 * SR) // 320 + 1, 256)  # the .aug.wav's frames
+        np.testing.assert_array_equal(got, want.astype(np.float16))
+        assert json.loads((aug / "targets.json").read_text())["view"] == "augmented"
+    # clean and augmented targets never share a folder, either way round
+    capsys.readouterr()
+    assert cli(targets_argv(data, aug)) == 2
+    assert "the augmented clips (this run: clean)" in capsys.readouterr().err
+    assert cli(targets_argv(data, clean)) == 0
+    assert Targets(clean, data).view == "clean"
+    assert cli(targets_argv(data, clean, "--view", "augmented")) == 2
+    assert "the clean clips (this run: augmented)" in capsys.readouterr().err
+    # targets.json written before --view existed (no "view") are clean targets
+    settings = json.loads((clean / "targets.json").read_text())
+    del settings["view"]
+    (clean / "targets.json").write_text(json.dumps(settings))
+    assert Targets(clean, data).view == "clean"
+    assert cli(targets_argv(data, clean)) == 0
 
 
 def test_a_rerun_with_other_teachers_or_other_data_is_refused_and_changes_nothing(tmp_path, crepe_tiny, capsys):

@@ -153,8 +153,8 @@ def _parser() -> argparse.ArgumentParser:
                     "its valid and test files use")
     tt = trsub.add_parser(
         "targets",
-        help="compute the teachers' frames once per clean clip of a training set (Parquet shards)",
-        description="Run the teachers (blocks of tympan.fusion) on the clean clips of a `tympan train data` "
+        help="compute the teachers' frames once per clip of a training set (Parquet shards)",
+        description="Run the teachers (blocks of tympan.fusion) on the clean (or augmented) clips of a `tympan train data` "
         "folder, on the 20 ms grid, through the corpus pipeline: float16 Parquet shards with a manifest, "
         "resumable after a kill, each clip exactly once, locally or on Ray (docs/training-data.md).",
     )
@@ -162,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     tt.add_argument("--out", required=True, help="output folder (a rerun with the same teachers and data resumes it)")
     tt.add_argument("--teachers", default="crepe,fcpe,aisfx-local-pc32",
                     help="comma-separated tympan.fusion blocks (default: crepe,fcpe,aisfx-local-pc32)")
+    tt.add_argument("--view", choices=["clean", "augmented"], default="clean",
+                    help="which clips the teachers hear: clean (<id>.wav, default) or the student's augmented "
+                    "ones (<id>.aug.wav: for teachers that should follow the augmentation, e.g. pitch)")
     tt.add_argument("--engine", choices=["local", "ray"], default="local",
                     help="local: this process (default); ray: a Ray Data pipeline (needs tympan[ray])")
     tt.add_argument("--device", default="cpu", help="torch device of the local engine (default: cpu)")
@@ -178,6 +181,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     te.add_argument("--data", required=True, help="a folder made by tympan train data")
     te.add_argument("--targets", default=None, help="a folder made by tympan train targets (not with --no-distill)")
+    te.add_argument("--augmented-targets", default=None,
+                    help="a folder made by tympan train targets --view augmented: its teachers' frames replace "
+                    "the warped clean ones of --targets on augmented crops (e.g. crepe,fcpe: pitch moves with "
+                    "the augmentation)")
     te.add_argument("--out", default=None,
                     help="run folder (default: ~/.cache/tympan/runs/encoder-seed<S>[-no-...])")
     te.add_argument("--seed", type=int, default=0, help="seed of the init and of every draw (default: 0)")

@@ -1,8 +1,9 @@
 """`tympan train encoder`: train tympan v1 (TympanV1) by distillation of stored teacher targets and
 supervised heads on the exact labels of a `tympan train data` build.
 
-    tympan train encoder --data DATA --targets TARGETS [--out RUN] [--seed 0] [--steps N | --minutes M]
-                         [--batch 8] [--no-distill] [--no-supervised] [--no-augment] [--export]
+    tympan train encoder --data DATA --targets TARGETS [--augmented-targets AUG] [--out RUN] [--seed 0]
+                         [--steps N | --minutes M] [--batch 8] [--clean-share P]
+                         [--no-distill] [--no-supervised] [--no-augment] [--export]
 
 What one step does (docs/encoder.md, "Training"):
 
@@ -13,7 +14,8 @@ What one step does (docs/encoder.md, "Training"):
 - Heads on that embedding (training only; RUN/tympan-v1.pt holds the student alone):
   distillation, one Linear head per teacher, L1 + -log sigmoid(cosine) (DistilHuBERT) against
   the teacher's frames computed on the clean clip, standardised per dimension and moved onto the
-  augmented frames (augment.warp_frames); supervised: "ctc" (phonemes, one IPA string per clip,
+  augmented frames (augment.warp_frames), or, for the teachers of --augmented-targets, computed
+  on the augmented clip itself (a pitch teacher must hear the pitch the student hears); supervised: "ctc" (phonemes, one IPA string per clip,
   symbols = the data's code points), "language" (clip-level, mean-pooled), "voice" (the espeak-ng
   variant, behind a gradient reversal: adversarial), "pitch" (88 keys, frames where one key
   sounds), "onsets" (BCE: note and event onsets), "roll" (BCE: piano roll, families, events),
@@ -108,15 +110,20 @@ class Clip:
     meta: dict
     targets: dict | None  # {teacher: (n_clean, width) float16}, clean frames
     clean_labels: dict | None = None  # the clean view's labels, when crops may come from it (clean_share)
+    augmented_targets: dict | None = None  # {teacher: (n_aug, width) float16}, teachers on the .aug.wav
 
 
 class Dataset:
     """The clips of a data build (and their teacher targets), held in memory but for the audio.
 
     Vocabularies come from the data: `symbols` (IPA code points of every clip's phonemes, sorted;
-    CTC class i + 1, 0 is the blank), `languages` (settings.json), `voices` (espeak-ng variants)."""
+    CTC class i + 1, 0 is the blank), `languages` (settings.json), `voices` (espeak-ng variants).
+    `augmented_dir`: targets of some of the teachers computed on the augmented clips (tympan train
+    targets --view augmented); an augmented crop takes those teachers' frames from there as they
+    are, instead of the clean frames time-warped (make_item)."""
 
-    def __init__(self, data_dir: Path, targets_dir: Path | None, view: str, clean_too: bool = False) -> None:
+    def __init__(self, data_dir: Path, targets_dir: Path | None, view: str, clean_too: bool = False,
+                 augmented_dir: Path | None = None) -> None:
         settings_path = data_dir / "settings.json"
         if not settings_path.is_file() or not (data_dir / "manifest.json").is_file():
             raise TrainError(
@@ -139,6 +146,10 @@ class Dataset:
             except TargetsError as e:
                 raise TrainError(str(e)) from None
             self.targets_info = {k: reader.settings[k] for k in ("teachers", "widths", "data_settings_sha256")}
+        self.augmented_info, moved = None, None
+        if augmented_dir is not None:
+            moved = self._augmented_reader(augmented_dir, data_dir, view)
+            self.augmented_info = {k: moved.settings[k] for k in ("teachers", "widths", "view", "data_settings_sha256")}
         self.clips: list[Clip] = []
         for key in npzs:
             _, labels, meta = data.read_clip(data_dir / key, view)  # reads the audio once too: checks it
@@ -150,11 +161,42 @@ class Dataset:
                 except Exception as e:  # TargetsError: missing, failed or stale rows
                     raise TrainError(str(e)) from None
             clean_labels = data.read_clip(data_dir / key, "clean")[1] if clean_too else None
-            self.clips.append(Clip(data_dir / key, speed, labels, meta, targets, clean_labels))
+            augmented = None
+            if moved is not None:
+                try:
+                    augmented = moved.read(key)
+                except Exception as e:  # TargetsError: missing, failed or stale rows
+                    raise TrainError(str(e)) from None
+            self.clips.append(Clip(data_dir / key, speed, labels, meta, targets, clean_labels, augmented))
         self.languages: list[str] = list(self.settings.get("languages", []))
         self.symbols = sorted({ch for p in self._phonemes() for ch in p if not ch.isspace()})
         self.voices = sorted({v for c in self.clips if (v := _variant(c.meta))})
         self.teacher_stats = self._teacher_stats() if reader is not None else {}
+
+    def _augmented_reader(self, augmented_dir: Path, data_dir: Path, view: str):
+        """The Targets of --augmented-targets, refused unless they are augmented-view targets of
+        teachers the (clean) targets also hold, for a run whose student hears augmented clips."""
+        from tympan.train.targets import Targets, TargetsError
+
+        if self.targets_info is None:
+            raise TrainError("--augmented-targets replaces some teachers' frames of --targets: give --targets too "
+                             "(and not --no-distill)")
+        if view != "augmented":
+            raise TrainError("--augmented-targets with --no-augment: the student hears only clean clips; "
+                             "drop one of them")
+        try:
+            moved = Targets(augmented_dir, data_dir)
+        except TargetsError as e:
+            raise TrainError(str(e)) from None
+        if moved.view != "augmented":
+            raise TrainError(f"--augmented-targets {augmented_dir} holds targets of the {moved.view} clips: make "
+                             f"them with tympan train targets --view augmented")
+        clean = self.targets_info
+        other = [t for t in moved.teachers if t not in clean["teachers"] or moved.widths[t] != clean["widths"][t]]
+        if other:
+            raise TrainError(f"--augmented-targets {augmented_dir} holds teachers {', '.join(other)} that --targets "
+                             f"does not ({', '.join(clean['teachers'])}): their standardisation comes from --targets")
+        return moved
 
     def _phonemes(self) -> list[str]:
         return [c.meta["phonemes"] for c in self.clips if c.meta.get("phonemes")]
@@ -229,7 +271,8 @@ def draw(ds: Dataset, settings: Settings, step: int) -> list[tuple[int, int, int
 
 def make_item(ds: Dataset, frontend, clip_index: int, k0: int, length: int, clean: bool = False) -> Item:
     """One crop of the clip in the dataset's view (or its clean view with `clean`: clean labels,
-    the teachers' frames as computed, no warp)."""
+    the teachers' frames as computed, no warp). An augmented crop takes the frames of teachers
+    in the augmented targets (Dataset's augmented_dir) from them, the others' clean frames warped."""
     clip = ds.clips[clip_index]
     audio = torch.from_numpy(ds.audio(clip, clean))
     total = n_frames(len(audio))
@@ -246,8 +289,15 @@ def make_item(ds: Dataset, frontend, clip_index: int, k0: int, length: int, clea
         "pitch": torch.from_numpy(lab["pitch_midi"][k0:k1].astype(np.float32)),
     }
     teachers = {}
+    moved = {} if clean or clip.augmented_targets is None else clip.augmented_targets
     for name, (mean, std) in ds.teacher_stats.items():
-        t = augment.warp_frames(clip.targets[name], 1.0 if clean else clip.speed, total)[k0:k1]
+        if name in moved:
+            if len(moved[name]) != total:
+                raise TrainError(f"the augmented targets of {clip.npz} have {len(moved[name])} frames, its "
+                                 f".aug.wav {total}: they were computed from other audio; rerun tympan train targets")
+            t = moved[name][k0:k1]
+        else:
+            t = augment.warp_frames(clip.targets[name], 1.0 if clean else clip.speed, total)[k0:k1]
         teachers[name] = (torch.from_numpy(t.astype(np.float32)) - mean) / std
     phonemes = None
     if clip.meta.get("phonemes"):
@@ -415,6 +465,7 @@ def run_record(ds: Dataset, settings: Settings) -> dict:
         "settings": settings.to_dict(),
         "data_settings_sha256": ds.settings_sha256,
         "targets": ds.targets_info if settings.distill else None,
+        "augmented_targets": ds.augmented_info,
         "symbols": ds.symbols,
         "voices": ds.voices,
     }
@@ -442,10 +493,14 @@ def _differences(before: dict, record: dict) -> list[str]:
     return differ
 
 
-def _dataset(data_dir, targets_dir, settings: Settings) -> Dataset:
-    """The Dataset a run of `settings` trains on: its view, its targets unless --no-distill."""
+def _dataset(data_dir, targets_dir, settings: Settings, augmented_dir=None) -> Dataset:
+    """The Dataset a run of `settings` trains on: its view, its targets unless --no-distill (and
+    the augmented targets of some teachers)."""
+    if augmented_dir is not None and not settings.distill:
+        raise TrainError("--augmented-targets with --no-distill: there are no teacher heads to use them")
     return Dataset(Path(data_dir), Path(targets_dir) if settings.distill else None,
-                   "augmented" if settings.augment else "clean", clean_too=settings.clean_share > 0)
+                   "augmented" if settings.augment else "clean", clean_too=settings.clean_share > 0,
+                   augmented_dir=Path(augmented_dir) if augmented_dir is not None else None)
 
 
 def check_run(run: Path, record: dict) -> None:
@@ -469,8 +524,10 @@ def _format(record: dict, total: int | None, rate: float) -> str:
 
 
 def train(data_dir, targets_dir, run, settings: Settings, minutes: float | None = None, log_every: int = 10,
-          checkpoint_every: int = 100, export_only: bool = False, on_step=None, out=None) -> Path:
+          checkpoint_every: int = 100, export_only: bool = False, on_step=None, out=None,
+          augmented_targets=None) -> Path:
     """Train (or resume, or with export_only just export) the run in `run`; returns RUN/tympan-v1.pt.
+    `augmented_targets`: a folder of tympan train targets --view augmented (Dataset's augmented_dir).
 
     Stops at settings.steps, or when the run's training time reaches `minutes`. `on_step(step)`
     is called after every step (tests use it to interrupt a run)."""
@@ -492,7 +549,7 @@ def train(data_dir, targets_dir, run, settings: Settings, minutes: float | None 
     if not 0 <= settings.clean_share <= 1 or settings.clean_share > 0 and not settings.augment:
         raise TrainError(f"--clean-share {settings.clean_share}: give a share in 0..1, and not with --no-augment "
                          "(every crop is clean then)")
-    ds = _dataset(data_dir, targets_dir, settings)
+    ds = _dataset(data_dir, targets_dir, settings, augmented_targets)
     record = run_record(ds, settings)
     check_run(run, record)
     checkpoint = run / "checkpoint.pt"
@@ -579,7 +636,9 @@ def load_run(run: Path, data_dir: Path, targets_dir: Path | None) -> Trainer:
     raw["crop_seconds"] = tuple(raw["crop_seconds"])
     settings = Settings(**raw)
     ds = _dataset(data_dir, targets_dir, settings)
-    differ = _differences(record, run_record(ds, settings))
+    # The augmented targets only chose which frames training compared the heads with; the heads
+    # are scored against the held-out build's own targets, so they are not needed (nor compared).
+    differ = [k for k in _differences(record, run_record(ds, settings)) if k != "augmented_targets"]
     if differ:
         raise TrainError(f"{data_dir} (and its targets) are not what {run} was trained on ({', '.join(differ)} differ)")
     trainer = Trainer(ds, settings)
@@ -693,7 +752,8 @@ def main(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         out = Path(args.out) if args.out else DEFAULT_RUNS / _default_name(settings)
         path = train(args.data, args.targets, out, settings, minutes=args.minutes, log_every=args.log_every,
-                     checkpoint_every=args.checkpoint_every, export_only=args.export)
+                     checkpoint_every=args.checkpoint_every, export_only=args.export,
+                     augmented_targets=args.augmented_targets)
     except TrainError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -1,11 +1,14 @@
 """`tympan train targets`: the teachers' frames for every clip of a training set, computed once.
 
     tympan train targets --data DATA --out TARGETS [--teachers crepe,fcpe,aisfx-local-pc32] [--engine local|ray]
+                         [--view clean|augmented]
     targets = Targets("TARGETS", "DATA"); targets.read("speech/speech-000000")  # {teacher: (n_frames, dim)}
 
 The teachers (tympan.train.teachers: blocks of tympan.fusion) run on the CLEAN clip of each
-`tympan train data` clip (`<kind>/<id>.wav`; the augmented `.aug.wav` is the student's and is
-never read), through tympan's corpus pipeline: the driver, the engines (local or Ray) and the
+`tympan train data` clip (`<kind>/<id>.wav`), or with `--view augmented` on the augmented
+`<kind>/<id>.aug.wav` the student sees: for teachers whose output should move with the
+augmentation (the pitch teachers: a clip played a semitone up has another pitch, which the
+clean clip's frames, only time-warped, would deny; docs/encoder.md, "Pitch"), through tympan's corpus pipeline: the driver, the engines (local or Ray) and the
 Parquet shards of `tympan embed --format parquet` (tympan.corpus.driver.embed_sources), so a
 run killed at any point and started again finishes with every clip exactly once, and a clip
 that changed since (size or mtime) is recomputed. Rows use a corpus Layout: float16 frames
@@ -14,13 +17,13 @@ no scene, and the SHA-256 of the clean wav from the data folder's manifest.
 
 Folder layout:
 
-    TARGETS/targets.json   what the targets are: format, teachers and their widths, the data
-                           folder and the SHA-256 of its settings.json
+    TARGETS/targets.json   what the targets are: format, teachers and their widths, the view
+                           (clean or augmented), the data folder and the SHA-256 of its settings.json
     TARGETS/corpus/        the corpus output (manifest.json, shards/part-*.parquet; one row per
-                           clip, `path` = "<kind>/<id>.wav", `embeddings` (n_frames, sum of
+                           clip, `path` = "<kind>/<id>.wav" (.aug.wav), `embeddings` (n_frames, sum of
                            widths) float16, teachers side by side in targets.json's order)
 
-A rerun into TARGETS with other teachers or another data folder (another settings.json) is
+A rerun into TARGETS with other teachers, another view or another data folder (another settings.json) is
 refused: targets are never mixed. Targets.read checks that a clip's row was computed from the
 clip the data manifest names now (its SHA-256), so a rebuilt data folder never silently gets
 stale targets.
@@ -46,6 +49,8 @@ SETTINGS = "targets.json"
 CORPUS = "corpus"
 DEFAULT_SHARD_ROWS = 100  # 10 s clips of the default teachers: 100 x 501 x 800 x 2 B = 80 MB per shard
 PRECISION = "float16"
+VIEWS = ("clean", "augmented")
+SUFFIX = {"clean": ".wav", "augmented": ".aug.wav"}
 
 
 class TargetsError(Exception):
@@ -59,24 +64,28 @@ def _data_manifest(data: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def clip_key(clip: str | os.PathLike, data: str | os.PathLike | None = None) -> str:
-    """The row key of a clip: "<kind>/<id>.wav" from "<kind>/<id>", any of its files' names
-    ("<kind>/<id>.npz", ".aug.wav", ".wav"), or their paths under `data`."""
+def clip_key(clip: str | os.PathLike, data: str | os.PathLike | None = None, view: str = "clean") -> str:
+    """The row key of a clip in targets of `view`: "<kind>/<id>.wav" (clean) or "<kind>/<id>.aug.wav"
+    (augmented) from "<kind>/<id>", any of its files' names ("<kind>/<id>.npz", ".aug.wav",
+    ".wav"), or their paths under `data`."""
     path = Path(clip)
     if data is not None and path.is_absolute():
         path = path.relative_to(Path(data).absolute())
     stem = path.name.split(".")[0]
-    return (path.parent / f"{stem}.wav").as_posix()
+    return (path.parent / f"{stem}{SUFFIX[view]}").as_posix()
 
 
-def clean_sources(data: Path, manifest: dict) -> list:
-    """corpus Sources of the clean wavs the data manifest lists, each with its SHA-256, after
-    checking the file's bytes against it (TargetsError naming the clip when they differ)."""
+def view_sources(data: Path, manifest: dict, view: str = "clean") -> list:
+    """corpus Sources of the wavs of `view` (clean: <kind>/<id>.wav, augmented: .aug.wav) the
+    data manifest lists, each with its SHA-256, after checking the file's bytes against it
+    (TargetsError naming the clip when they differ)."""
     from tympan.corpus.units import Source
 
+    if view not in VIEWS:
+        raise TargetsError(f"view {view!r}: choose one of {', '.join(VIEWS)}")
     sources = []
     for key, entry in manifest.items():
-        if not key.endswith(".wav") or key.endswith(".aug.wav"):
+        if not key.endswith(".wav") or key.endswith(".aug.wav") != (view == "augmented"):
             continue
         file = data / key
         if not file.is_file():
@@ -90,32 +99,39 @@ def clean_sources(data: Path, manifest: dict) -> list:
         st = file.stat()
         sources.append(Source(key, str(file.absolute()), str(file), st.st_size, st.st_mtime_ns, sha256=digest))
     if not sources:
-        raise TargetsError(f"{data / 'manifest.json'} lists no clean clips (<kind>/<id>.wav)")
+        raise TargetsError(f"{data / 'manifest.json'} lists no {view} clips (<kind>/<id>{SUFFIX[view]})")
     return sources
 
 
-def _settings(data: Path, names: list[str], widths: dict[str, int]) -> dict:
+def _settings(data: Path, names: list[str], widths: dict[str, int], view: str = "clean") -> dict:
     return {
         "format": FORMAT,
         "teachers": names,
         "widths": widths,
+        "view": view,
         "precision": PRECISION,
         "data": str(data.absolute()),
         "data_settings_sha256": sha256_file(data / "settings.json"),
     }
 
 
+def _with_view(settings: dict) -> dict:
+    """targets.json of targets made before --view existed (all of the clean clips) name no view."""
+    return {"view": "clean", **settings}
+
+
 def _check_folder(out: Path, settings: dict) -> None:
     """Refuse an OUT that holds other targets (teachers, data) or files that are not targets."""
     path = out / SETTINGS
     if path.is_file():
-        before = json.loads(path.read_text(encoding="utf-8"))
-        keys = ("format", "teachers", "widths", "precision", "data_settings_sha256")
+        before = _with_view(json.loads(path.read_text(encoding="utf-8")))
+        keys = ("format", "teachers", "widths", "view", "precision", "data_settings_sha256")
         differ = [k for k in keys if before.get(k) != settings[k]]
         if differ:
             theirs, ours = ",".join(before.get("teachers", [])), ",".join(settings["teachers"])
             what = {
                 "teachers": f"teachers {theirs} (this run: {ours})",
+                "view": f"the {before['view']} clips (this run: {settings['view']})",
                 "data_settings_sha256": f"the data folder {before.get('data')} as it was built then",
             }
             named = "; ".join(what.get(k, k) for k in differ)
@@ -150,9 +166,9 @@ def main(args: argparse.Namespace, engine_type) -> int:
         engine = engine_type.from_args(args)
         spec = ModelSpec("tympan.train.teachers", ",".join(names), args.batch_size, None)
         module, model = load(spec, engine.model_device)
-        settings = _settings(data, names, dict(model.widths))
+        settings = _settings(data, names, dict(model.widths), args.view)
         _check_folder(out, settings)
-        sources = clean_sources(data, manifest)
+        sources = view_sources(data, manifest, args.view)
         header = header_of(spec.module, model, spec.model_path)
     except (UsageError, TargetsError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -170,11 +186,13 @@ class Targets:
     """Reader for a training loop: the teachers' targets of a clip, checked against the data folder.
 
     targets = Targets(TARGETS, DATA)   # TargetsError if TARGETS was built from another data build
-    targets.keys()                     # clip keys "<kind>/<id>.wav", in storage order (fastest to iterate)
+    targets.view                       # "clean" or "augmented": the clips the teachers heard
+    targets.keys()                     # clip keys "<kind>/<id>.wav" (.aug.wav), in storage order (fastest)
     targets.read(clip)                 # {teacher: (n_frames, width) float16}, frame k centred on
-                                       # clean sample k * 320; n_frames = n_samples // 320 + 1
+                                       # sample k * 320 of the view; n_frames = n_samples // 320 + 1
 
-Map them onto the augmented clip's frames with tympan.train.augment.warp_frames. The last
+Map clean targets onto the augmented clip's frames with tympan.train.augment.warp_frames;
+augmented targets are on the augmented clip's frames already. The last
 shard read stays in memory (about 80 MB), so reading in keys() order reads each shard once.
 """
 
@@ -187,7 +205,7 @@ shard read stays in memory (about 80 MB), so reading in keys() order reads each 
         path = self.dir / SETTINGS
         if not path.is_file():
             raise TargetsError(f"{self.dir} has no {SETTINGS}: give a folder made by tympan train targets")
-        self.settings = json.loads(path.read_text(encoding="utf-8"))
+        self.settings = _with_view(json.loads(path.read_text(encoding="utf-8")))
         if self.settings.get("format") != FORMAT:
             raise TargetsError(f"{path} has format {self.settings.get('format')!r}; this tympan reads {FORMAT}")
         if sha256_file(self.data / "settings.json") != self.settings["data_settings_sha256"]:
@@ -196,6 +214,7 @@ shard read stays in memory (about 80 MB), so reading in keys() order reads each 
                 f"(its settings.json differs): run tympan train targets --data {self.data} into a new --out"
             )
         self.teachers: list[str] = self.settings["teachers"]
+        self.view: str = self.settings["view"]
         self.widths: dict[str, int] = self.settings["widths"]
         self._manifest = _data_manifest(self.data)
         self._rows: dict[str, tuple[str, int, str | None, str | None]] = {}
@@ -214,7 +233,7 @@ shard read stays in memory (about 80 MB), so reading in keys() order reads each 
         manifest lists now (a rebuilt clip: run tympan train targets again to recompute it)."""
         import pyarrow.parquet as pq
 
-        key = clip_key(clip, self.data)
+        key = clip_key(clip, self.data, self.view)
         if key not in self._rows:
             raise TargetsError(f"{self.dir} has no targets for {key}: run tympan train targets again to finish")
         shard, row, sha, error = self._rows[key]

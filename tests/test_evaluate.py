@@ -496,6 +496,24 @@ def test_report_pools_seeds_with_the_same_task_data(tmp_path):
     assert "| t | top1_acc | 0.500 ± 0.707 (2) |" in md and "Not pooled" not in md
 
 
+def test_report_gives_each_columns_difference_from_the_first_in_standard_errors(tmp_path):
+    from tympan.kit import report
+
+    base = [results_file(tmp_path / f"a{s}.json", seed=s, score=v) for s, v in enumerate((0.50, 0.52, 0.54))]
+    other = [results_file(tmp_path / f"b{s}.json", seed=s, score=v, weights_sha256="b" * 64)
+             for s, v in enumerate((0.60, 0.64, 0.62))]
+    lone = results_file(tmp_path / "c.json", module="n", score=0.9)
+    assert cli(["report", *base, *other, lone, "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    # +0.10 with both stds 0.02 over 3 scores: se = sqrt(2 * 0.0004 / 3) = 0.0163 -> 6.1 se
+    assert "| t | +0.100 (6.1 se) | +0.380 (one score: no se) |" in md, md
+    assert "| task | m (bbbbbbbb) - m (aaaaaaaa) | n - m (aaaaaaaa) |" in md, md
+    assert report.difference((0.5, 0.0, 3), (0.5, 0.0, 3)) == "+0.000 (no spread)"
+    assert report.difference(None, (0.5, 0.1, 3)) == "-"
+    # one column: no differences table
+    assert report.differences([json.loads(Path(p).read_text()) for p in base]) == ""
+
+
 def test_report_refuses_foreign_files_and_a_file_as_out(tmp_path, capsys):
     """Before: a results.json without scores gave a KeyError traceback."""
     foreign = tmp_path / "foreign.json"

@@ -6,7 +6,10 @@ page with the table, charts, confusion matrices, event timelines and embedding m
 (kit/report_html.py, whose main() runs this one's first; `--bench FILE` adds
 benchmarks/long_audio.py's speed and memory rows).
 Tasks missing from a module's results show as "-" in the table and as no bar in the chart.
-Error rates (lower is better) are marked with a down arrow.
+Error rates (lower is better) are marked with a down arrow. With two columns or more, a
+second table gives each column's difference from the first and its size in standard errors
+(se = sqrt(s1^2/n1 + s2^2/n2) of the two cells): about 2 se or more is unlikely to be seed
+noise, under 1 se is within it.
 
 Pooling. Only runs that differ by their seed alone are pooled into one column: same module,
 model argument, weights identity, grid and event grid, and for every task they share the
@@ -198,6 +201,36 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def difference(base: tuple[float, float, int] | None, other: tuple[float, float, int] | None) -> str:
+    """A differences-table cell: other's mean minus base's, with its size in standard errors of the
+    difference ("+0.031 (1.1 se)"); "-" when either is missing; no se when both have one score."""
+    if base is None or other is None:
+        return "-"
+    delta = other[0] - base[0]
+    se = (base[1] ** 2 / base[2] + other[1] ** 2 / other[2]) ** 0.5
+    if base[2] < 2 or other[2] < 2:
+        return f"{delta:+.3f} (one score: no se)"
+    if se == 0:
+        return f"{delta:+.3f} (no spread)"
+    return f"{delta:+.3f} ({abs(delta) / se:.1f} se)"
+
+
+def differences(runs: list[dict]) -> str:
+    """Markdown: every column but the first minus the first, per task, in standard errors of the
+    difference (see `difference`); "" with fewer than two columns."""
+    cols = columns(runs)
+    if len(cols) < 2:
+        return ""
+    tasks = sorted({t for r in runs for t in r["tasks"]})
+    base_name, base = cols[0]
+    names = [f"{name} - {base_name}" for name, _ in cols[1:]]
+    lines = ["| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for task in tasks:
+        first = pooled(base, task)
+        lines.append(f"| {task} | " + " | ".join(difference(first, pooled(g, task)) for _, g in cols[1:]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def chart(runs: list[dict], path: Path) -> None:
     """Grouped bar chart of the primary metrics, written to `path` (PNG)."""
     import matplotlib
@@ -236,6 +269,10 @@ def main(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         notes = separations(runs)
         text = table(runs)
+        diffs = differences(runs)
+        if diffs:
+            text += ("\nDifferences from the first column (se: standard error of the difference; about 2 se or "
+                     "more is beyond seed noise):\n\n" + diffs)
         if notes:
             text += "\nNot pooled as seeds of one run:\n\n" + "".join(f"- {n}\n" for n in notes)
         (out / "report.md").write_text(text)

@@ -190,10 +190,12 @@ class Targets:
     targets.keys()                     # clip keys "<kind>/<id>.wav" (.aug.wav), in storage order (fastest)
     targets.read(clip)                 # {teacher: (n_frames, width) float16}, frame k centred on
                                        # sample k * 320 of the view; n_frames = n_samples // 320 + 1
+    targets.read_all(clips)            # {clip: read(clip)}, read shard by shard
 
 Map clean targets onto the augmented clip's frames with tympan.train.augment.warp_frames;
 augmented targets are on the augmented clip's frames already. The last
-shard read stays in memory (about 80 MB), so reading in keys() order reads each shard once.
+shard read stays in memory (about 80 MB), so reading in keys() order (read_all) reads each shard once;
+in another order a shard may be read again for each clip.
 """
 
     def __init__(self, targets: str | os.PathLike, data: str | os.PathLike) -> None:
@@ -255,6 +257,13 @@ shard read stays in memory (about 80 MB), so reading in keys() order reads each 
             raise TargetsError(f"the targets of {key} have {x.shape[0]} frames, its clip {expected}: damaged folder")
         out, c = {}, 0
         for name in self.teachers:
-            out[name] = x[:, c : c + self.widths[name]]
+            # a copy: a view would keep the whole shard's table (about 80 MB) alive for each clip
+            out[name] = x[:, c : c + self.widths[name]].copy()
             c += self.widths[name]
         return out
+
+    def read_all(self, clips: list) -> dict[str, dict[str, np.ndarray]]:
+        """{clip: read(clip)} for every clip in `clips`, read in storage order (each shard once)."""
+        order = {key: i for i, key in enumerate(self._rows)}
+        ranked = sorted(clips, key=lambda clip: order.get(clip_key(clip, self.data, self.view), -1))
+        return {clip: self.read(clip) for clip in ranked}

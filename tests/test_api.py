@@ -11,9 +11,9 @@ from tympan.audio import FEATURE_BLOCKS, HOP, HOP_MS, N_FEATURES, SAMPLE_RATE, n
 
 
 def test_model_attributes(model):
-    """The default (v0) and v1: v1's embedding is v0's 301 features + 576 learned ones."""
-    v1 = tympan.load_model("v1")
-    for m, size, version in ((model, N_FEATURES, "v0"), (v1, N_FEATURES + 576, "v1")):
+    """The default (v1) and v0: v1's embedding is v0's 301 features + 576 learned ones."""
+    v0 = tympan.load_model("v0")
+    for m, size, version in ((v0, N_FEATURES, "v0"), (model, N_FEATURES + 576, "v1")):
         assert isinstance(m, torch.nn.Module)
         assert m.sample_rate == 16000
         assert isinstance(m.timestamp_embedding_size, int) and m.timestamp_embedding_size == size

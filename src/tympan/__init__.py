@@ -31,9 +31,9 @@ __version__ = "0.1.0"
 
 
 def load_model(model_file_path: str | os.PathLike = "") -> Tympan | TympanV1:
-    """Load tympan. "" loads the default weights shipped inside the package (v0:
-    model.DEFAULT_VERSION); the names "v0" and "v1" (the trained encoder) load those shipped
-    weights explicitly; anything else is the path of a weights file (v0 or v1).
+    """Load tympan. "" loads the default weights shipped inside the package (v1, the trained
+    encoder: model.DEFAULT_VERSION); the names "v0" (the training-free front end) and "v1" load
+    those shipped weights explicitly; anything else is the path of a weights file (v0 or v1).
 
     A version name is always a name, never a file: a file named v0 in the working directory
     loads as "./v0" (or pathlib.Path("v0")). Returns a torch.nn.Module in eval mode on the CPU

@@ -460,11 +460,12 @@ def test_ray_equals_local_with_the_tympan_model(corpus, ray_cluster, tmp_path, c
         torch.set_num_threads(threads)
     assert run_embed(*parts, "--out", ray_out, "--engine", "ray") == 1
     assert capsys.readouterr().err.count("31 embedded, 0 skipped (already done), 1 failed") == 2
-    assert manifest(ray_out)["weights_sha256"] == state_dict_sha256(tympan.load_model().state_dict())
+    model = tympan.load_model()
+    assert manifest(ray_out)["weights_sha256"] == model.weights_sha256  # the default's own identity (v1: state_dict + config)
     assert sorted_table(ray_out).equals(sorted_table(local_out))
     table = sorted_table(ray_out)
     i = table.column("path").to_pylist().index("long0.wav")
-    assert embedding_arrays(table, i)["embeddings"].shape == (61 * 50 + 1, 301)
+    assert embedding_arrays(table, i)["embeddings"].shape == (61 * 50 + 1, model.timestamp_embedding_size)
 
 
 def test_ray_pipeline_decodes_in_tasks_and_embeds_in_actors(small_corpus, ray_cluster, control):

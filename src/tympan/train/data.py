@@ -90,6 +90,10 @@ FORMAT_VERSION = 1
 CLIP_SECONDS = 10.0
 CLIP_SAMPLES = round(CLIP_SECONDS * SAMPLE_RATE)
 KINDS = ("speech", "music", "events", "noise", "mix")
+# A clip's two views and the audio file of each: the clean one (what teachers hear) and the
+# augmented one (what the student hears).
+VIEWS = ("augmented", "clean")
+VIEW_SUFFIX = {"clean": ".wav", "augmented": ".aug.wav"}
 SHARES = {"speech": 0.40, "music": 0.25, "events": 0.15, "noise": 0.10, "mix": 0.10}
 ACTIVITY = ("speech", "music", "noise")
 EVENT_CLASSES = tuple(sounds._data("sounds_events.json")["classes"])
@@ -637,7 +641,7 @@ def read_clip(path: str | Path, view: str = "augmented") -> tuple[np.ndarray, di
     """
     import soundfile as sf
 
-    if view not in ("augmented", "clean"):
+    if view not in VIEWS:
         raise ValueError(f"view {view!r}: choose 'augmented' or 'clean'")
     path = Path(path)
     stem = path.name.split(".")[0]
@@ -647,8 +651,7 @@ def read_clip(path: str | Path, view: str = "augmented") -> tuple[np.ndarray, di
     per_frame = ("activity", "piano_roll", "onsets", "pitch_midi", "f0_hz", "family", "event_roll", "event_onsets")
     labels = {k: arrays[prefix + k] for k in per_frame}
     labels.update({k: arrays[k] for k in ("notes", "events", "speech", "language", "rt60_s", "snr_db")})
-    suffix = ".aug.wav" if view == "augmented" else ".wav"
-    audio, _ = sf.read(str(path.with_name(stem + suffix)), dtype="float32")
+    audio, _ = sf.read(str(path.with_name(stem + VIEW_SUFFIX[view])), dtype="float32")
     return audio, labels, json.loads(str(arrays["meta"]))
 
 

@@ -160,6 +160,11 @@ class Dataset:
             _, labels, meta = data.read_clip(data_dir / key, view)  # reads the audio once too: checks it
             speed = float(meta["recipe"]["speed"]) if view == "augmented" else 1.0
             clean_labels = data.read_clip(data_dir / key, "clean")[1] if clean_too else None
+            for name, frames in augmented.get(key, {}).items():
+                if len(frames) != len(labels["activity"]):
+                    raise TrainError(f"the augmented targets of {key} have {len(frames)} frames ({name}), its "
+                                     f".aug.wav {len(labels['activity'])}: they were computed from other audio; "
+                                     "rerun tympan train targets")
             self.clips.append(Clip(data_dir / key, speed, labels, meta, targets.get(key), clean_labels,
                                    augmented.get(key)))
         self.languages: list[str] = list(self.settings.get("languages", []))
@@ -217,7 +222,7 @@ class Dataset:
         import soundfile as sf
 
         stem = clip.npz.name[: -len(".npz")]
-        suffix = ".aug.wav" if self.view == "augmented" and not clean else ".wav"
+        suffix = data.VIEW_SUFFIX["clean" if clean else self.view]
         x, _ = sf.read(str(clip.npz.with_name(stem + suffix)), dtype="float32")
         return x
 
@@ -291,10 +296,7 @@ def make_item(ds: Dataset, frontend, clip_index: int, k0: int, length: int, clea
     teachers = {}
     moved = {} if clean or clip.augmented_targets is None else clip.augmented_targets
     for name, (mean, std) in ds.teacher_stats.items():
-        if name in moved:
-            if len(moved[name]) != total:
-                raise TrainError(f"the augmented targets of {clip.npz} have {len(moved[name])} frames, its "
-                                 f".aug.wav {total}: they were computed from other audio; rerun tympan train targets")
+        if name in moved:  # on the augmented clip's frames already (checked when the Dataset was loaded)
             t = moved[name][k0:k1]
         else:
             t = augment.warp_frames(clip.targets[name], 1.0 if clean else clip.speed, total)[k0:k1]

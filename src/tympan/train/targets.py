@@ -8,7 +8,7 @@ The teachers (tympan.train.teachers: blocks of tympan.fusion) run on the CLEAN c
 `tympan train data` clip (`<kind>/<id>.wav`), or with `--view augmented` on the augmented
 `<kind>/<id>.aug.wav` the student sees: for teachers whose output should move with the
 augmentation (the pitch teachers: a clip played a semitone up has another pitch, which the
-clean clip's frames, only time-warped, would deny; docs/encoder.md, "Pitch"), through tympan's corpus pipeline: the driver, the engines (local or Ray) and the
+clean clip's frames, only time-warped, would deny; docs/encoder.md, "Training"), through tympan's corpus pipeline: the driver, the engines (local or Ray) and the
 Parquet shards of `tympan embed --format parquet` (tympan.corpus.driver.embed_sources), so a
 run killed at any point and started again finishes with every clip exactly once, and a clip
 that changed since (size or mtime) is recomputed. Rows use a corpus Layout: float16 frames
@@ -43,14 +43,13 @@ import numpy as np
 from tympan.audio import SAMPLE_RATE, n_frames
 from tympan.checksum import sha256_file
 from tympan.io import atomic_write_json
+from tympan.train.data import VIEW_SUFFIX, VIEWS
 
 FORMAT = "tympan-targets/1"
 SETTINGS = "targets.json"
 CORPUS = "corpus"
 DEFAULT_SHARD_ROWS = 100  # 10 s clips of the default teachers: 100 x 501 x 800 x 2 B = 80 MB per shard
 PRECISION = "float16"
-VIEWS = ("clean", "augmented")
-SUFFIX = {"clean": ".wav", "augmented": ".aug.wav"}
 
 
 class TargetsError(Exception):
@@ -72,7 +71,7 @@ def clip_key(clip: str | os.PathLike, data: str | os.PathLike | None = None, vie
     if data is not None and path.is_absolute():
         path = path.relative_to(Path(data).absolute())
     stem = path.name.split(".")[0]
-    return (path.parent / f"{stem}{SUFFIX[view]}").as_posix()
+    return (path.parent / f"{stem}{VIEW_SUFFIX[view]}").as_posix()
 
 
 def view_sources(data: Path, manifest: dict, view: str = "clean") -> list:
@@ -99,7 +98,7 @@ def view_sources(data: Path, manifest: dict, view: str = "clean") -> list:
         st = file.stat()
         sources.append(Source(key, str(file.absolute()), str(file), st.st_size, st.st_mtime_ns, sha256=digest))
     if not sources:
-        raise TargetsError(f"{data / 'manifest.json'} lists no {view} clips (<kind>/<id>{SUFFIX[view]})")
+        raise TargetsError(f"{data / 'manifest.json'} lists no {view} clips (<kind>/<id>{VIEW_SUFFIX[view]})")
     return sources
 
 
